@@ -1,0 +1,41 @@
+"""The ``maskrcnn`` command line: one sub-command per job, each in its own module of this package.
+
+Every sub-command module has ``register(subparsers)``, which adds its parser and sets ``run`` (a function
+``args -> int``, the exit status). Modules import torch and the heavy parts of the package inside ``run`` so that
+``maskrcnn --help`` stays fast. A ``UserError`` raised anywhere becomes one ``error: ...`` line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from maskrcnn import __version__
+from maskrcnn.errors import UserError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # One import per sub-command, in the order `--help` lists them.
+    from maskrcnn.cli import predict
+
+    parser = argparse.ArgumentParser(
+        prog="maskrcnn", description="Mask R-CNN instance segmentation: train, evaluate, predict, export, data."
+    )
+    parser.add_argument("--version", action="version", version=f"maskrcnn {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (predict,):
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,56 @@
+"""Atomic file writes: a reader never sees a half-written file.
+
+Every writer goes to a temporary file in the destination's folder, flushes it to disk, then renames it over the
+destination (``os.replace`` is atomic on POSIX and Windows when both paths are on one file system).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on clean exit it replaces ``path``, on error it is removed.
+
+    >>> with atomic_open("out.json", "w") as f:
+    ...     f.write("{}")
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open writes only, got mode {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = None) -> None:
+    with atomic_open(path, "w") as f:
+        json.dump(obj, f, indent=indent)
+
+
+def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
