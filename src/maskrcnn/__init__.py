@@ -1,3 +1,18 @@
-"""maskrcnn: Mask R-CNN instance segmentation on PyTorch."""
+"""maskrcnn: Mask R-CNN instance segmentation on PyTorch.
+
+    import maskrcnn
+    model = maskrcnn.load("weights.pth", device="cpu")   # ours, or torchvision's maskrcnn_resnet50_fpn file
+    results = model.predict(["image.jpg"])               # boxes, scores, labels, class_names, masks per image
+"""
+
+from __future__ import annotations
 
 __version__ = "0.1.0"
+__all__ = ["__version__", "load"]
+
+
+def load(weights, device: str = "cpu"):
+    """Load a weights file into a ``maskrcnn.predict.Predictor`` (see there). Imports torch on first use."""
+    from maskrcnn.predict import load as _load
+
+    return _load(weights, device=device)

@@ -1,12 +1,112 @@
-"""Placeholder for ``maskrcnn predict`` while it is being written."""
+"""``maskrcnn predict``: images -> overlays (DIR/<stem>.png) and COCO results (DIR/predictions.json)."""
 
-from maskrcnn.errors import UserError
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser("predict", help="run a model on images (in progress)")
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="run a model on images: overlays and COCO results json",
+        description="Run a model on image files or folders. Writes DIR/<stem>.png overlays and DIR/predictions.json "
+        "(COCO results with RLE masks). Unreadable images are reported and skipped; the exit status is then 1.",
+    )
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files or folders (searched recursively)")
+    p.add_argument("--weights", required=True, help="maskrcnn checkpoint or torchvision maskrcnn_resnet50_fpn file")
+    p.add_argument("--output", required=True, type=Path, help="output folder")
+    p.add_argument("--score-threshold", type=float, default=0.5, help="keep detections scoring at least this")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
+    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="torch, or an exported .onnx "
+                   "model run with onnxruntime (then --weights is the .onnx file)")
+    p.add_argument("--no-overlays", action="store_true", help="write predictions.json only")
     p.set_defaults(run=run)
 
 
-def run(args) -> int:
-    raise UserError("`maskrcnn predict` is not available yet")
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from maskrcnn.data.images import list_images, read_image
+    from maskrcnn.errors import UserError
+    from maskrcnn.io import atomic_write_json
+
+    if not args.inputs:
+        raise UserError("no input images given: pass image files or folders after the options")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not 0.0 <= args.score_threshold <= 1.0:
+        raise UserError(f"--score-threshold must be between 0 and 1, got {args.score_threshold}")
+    paths = list_images(args.inputs)
+    if not paths:
+        raise UserError(f"no image files found in {', '.join(map(str, args.inputs))}")
+    predictor = _load_predictor(args)
+
+    from maskrcnn.predict import overlay_name
+    from maskrcnn.visualize import draw_instances
+
+    args.output.mkdir(parents=True, exist_ok=True)
+    results: list[dict] = []
+    failed: list[str] = []
+    used_names: set[str] = set()
+    progress = tqdm(total=len(paths), unit="img", disable=len(paths) < 2, file=sys.stderr)
+
+    def flush(batch: list[tuple[int, Path, object]]) -> None:
+        predictions = predictor.predict_arrays([im for _, _, im in batch], score_threshold=args.score_threshold)
+        for (image_id, path, image), pred in zip(batch, predictions):
+            results.extend(pred.to_coco(image_id=image_id, file_name=str(path)))
+            if not args.no_overlays:
+                overlay = draw_instances(
+                    image, boxes=pred.boxes, masks=pred.masks, labels=pred.class_names, scores=pred.scores
+                )
+                _write_png(args.output / overlay_name(path, used_names), overlay)
+        progress.update(len(batch))
+
+    batch: list[tuple[int, Path, object]] = []
+    try:
+        for image_id, path in enumerate(paths, start=1):
+            try:
+                batch.append((image_id, path, read_image(path)))
+            except UserError as e:
+                failed.append(str(path))
+                progress.write(f"skipping {e}", file=sys.stderr)
+                progress.update(1)
+                continue
+            if len(batch) == args.batch_size:
+                flush(batch)
+                batch = []
+        if batch:
+            flush(batch)
+    finally:
+        # Whatever happened, keep the results of the images already done.
+        progress.close()
+        atomic_write_json(args.output / "predictions.json", results)
+
+    done = len(paths) - len(failed)
+    print(f"{done} image(s), {len(results)} instance(s) -> {args.output}/predictions.json"
+          + ("" if args.no_overlays else f" and {done} overlay(s)"))
+    if failed:
+        print(f"error: {len(failed)} image(s) could not be read: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _load_predictor(args: argparse.Namespace):
+    if args.backend == "onnxruntime":
+        from maskrcnn.export import OnnxPredictor
+
+        return OnnxPredictor.from_file(args.weights)
+    from maskrcnn.predict import Predictor
+
+    return Predictor.from_file(args.weights, device=args.device)
+
+
+def _write_png(path: Path, image) -> None:
+    from PIL import Image
+
+    from maskrcnn.io import atomic_open
+
+    with atomic_open(path, "wb") as f:
+        Image.fromarray(image).save(f, format="PNG")

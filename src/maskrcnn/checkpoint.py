@@ -1,0 +1,260 @@
+"""Checkpoint files: our format, and import of torchvision Mask R-CNN and ImageNet ResNet weights.
+
+Our format is one ``torch.save`` file holding plain data only (loads with ``weights_only=True``)::
+
+    {"format": "maskrcnn", "version": 1, "model": state_dict, "config": nested dict of Config,
+     "class_names": [K names], "category_ids": [K dataset category ids], ...training state when resuming...}
+
+A torchvision file is the state dict of ``maskrcnn_resnet50_fpn`` (as in ``maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth``,
+or ``model.state_dict()`` of a current torchvision), optionally wrapped in {"model": ...}. It loads with frozen-BN
+eps 0, ``aligned=False`` and torchvision's anchor strides; its labels are torchvision's COCO label indices, named with
+the COCO class names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from maskrcnn.config import (
+    BackboneConfig,
+    Config,
+    ModelConfig,
+    ROIHeadsConfig,
+    RPNConfig,
+    from_dict,
+    to_dict,
+)
+from maskrcnn.data.coco_classes import torchvision_label_names
+from maskrcnn.errors import UserError
+from maskrcnn.io import atomic_torch_save
+from maskrcnn.model.mask_rcnn import MaskRCNN
+
+FORMAT = "maskrcnn"
+VERSION = 1
+
+
+@dataclass
+class LoadedCheckpoint:
+    """What a weights file holds, converted to our layout."""
+
+    state_dict: dict[str, Tensor]
+    config: Config
+    class_names: list[str]
+    category_ids: list[int]
+    source: str  # "maskrcnn" or "torchvision"
+    extra: dict[str, Any]  # training state of our checkpoints (optimizer, iteration, ...), else empty
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    model: torch.nn.Module,
+    config: Config,
+    class_names: list[str],
+    category_ids: list[int],
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write our checkpoint atomically. ``extra`` must hold plain data and tensors only."""
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "config": to_dict(config),
+        "class_names": list(class_names),
+        "category_ids": [int(c) for c in category_ids],
+    }
+    if extra:
+        payload.update(extra)
+    atomic_torch_save(path, payload)
+
+
+def read_file(path: str | Path) -> Any:
+    """torch.load with weights_only=True, turning every failure into one UserError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"weights file not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure to unpickle means the file is not a usable checkpoint
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot read weights file {path}: not a valid PyTorch checkpoint ({reason})") from None
+
+
+def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
+    """Read our checkpoint or a torchvision Mask R-CNN state dict; UserError naming the file for anything else."""
+    path = Path(path)
+    obj = read_file(path)
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        return _from_ours(obj, path)
+    state = obj.get("model", obj) if isinstance(obj, dict) else None
+    if isinstance(state, dict) and _looks_like_torchvision(state):
+        return _from_torchvision(state, path)
+    raise UserError(
+        f"{path} is neither a maskrcnn checkpoint nor a torchvision maskrcnn_resnet50_fpn state dict "
+        f"(top-level keys: {_preview(obj)})"
+    )
+
+
+def _preview(obj: Any, limit: int = 6) -> str:
+    if not isinstance(obj, dict):
+        return f"a {type(obj).__name__}, not a dict"
+    keys = list(obj)
+    text = ", ".join(map(str, keys[:limit]))
+    return text + (f", ... ({len(keys)} keys)" if len(keys) > limit else "")
+
+
+def _from_ours(obj: dict[str, Any], path: Path) -> LoadedCheckpoint:
+    missing = [k for k in ("model", "config", "class_names", "category_ids") if k not in obj]
+    if missing:
+        raise UserError(f"checkpoint {path} is missing {', '.join(missing)}")
+    if obj.get("version", 0) > VERSION:
+        raise UserError(f"checkpoint {path} has format version {obj['version']}; this maskrcnn reads up to {VERSION}")
+    try:
+        config = from_dict(obj["config"])
+    except UserError as e:
+        raise UserError(f"checkpoint {path} holds an invalid config: {e}") from None
+    extra = {k: v for k, v in obj.items() if k not in ("format", "version", "model", "config", "class_names", "category_ids")}
+    return LoadedCheckpoint(obj["model"], config, list(obj["class_names"]), list(obj["category_ids"]), FORMAT, extra)
+
+
+# ---- torchvision ---------------------------------------------------------------------------------------------------
+
+# Old (torchvision < 0.13, as in the published COCO file) and current key forms, to ours.
+_TORCHVISION_RULES: list[tuple[str, str]] = [
+    (r"^backbone\.body\.", "backbone.bottom_up."),
+    (r"^backbone\.fpn\.inner_blocks\.(\d+)\.(?:0\.)?", r"backbone.fpn.lateral_convs.\1."),
+    (r"^backbone\.fpn\.layer_blocks\.(\d+)\.(?:0\.)?", r"backbone.fpn.output_convs.\1."),
+    (r"^rpn\.head\.conv\.(?:0\.0\.)?", "rpn.head.conv."),
+    (r"^rpn\.head\.cls_logits\.", "rpn.head.objectness_logits."),
+    (r"^rpn\.head\.bbox_pred\.", "rpn.head.anchor_deltas."),
+    (r"^roi_heads\.box_head\.fc6\.", "roi_heads.box_head.fc1."),
+    (r"^roi_heads\.box_head\.fc7\.", "roi_heads.box_head.fc2."),
+    (r"^roi_heads\.box_predictor\.", "roi_heads.box_predictor."),
+    (r"^roi_heads\.mask_predictor\.conv5_mask\.", "roi_heads.mask_head.deconv."),
+    (r"^roi_heads\.mask_predictor\.mask_fcn_logits\.", "roi_heads.mask_head.predictor."),
+]
+
+
+def _looks_like_torchvision(state: dict[str, Any]) -> bool:
+    return any(isinstance(k, str) and k.startswith("backbone.body.") for k in state) and any(
+        isinstance(k, str) and k.startswith("roi_heads.") for k in state
+    )
+
+
+def torchvision_to_ours(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Rename a torchvision Mask R-CNN state dict to our module names (num_batches_tracked dropped)."""
+    out = {}
+    for key, value in state.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        new = key
+        mask_conv = re.match(r"^roi_heads\.mask_head\.(?:mask_fcn(\d+)|(\d+)\.0)\.(weight|bias)$", key)
+        if mask_conv:
+            index = int(mask_conv.group(1)) - 1 if mask_conv.group(1) else int(mask_conv.group(2))
+            new = f"roi_heads.mask_head.convs.{index}.{mask_conv.group(3)}"
+        else:
+            for pattern, replacement in _TORCHVISION_RULES:
+                new, n = re.subn(pattern, replacement, key)
+                if n:
+                    break
+        out[new] = value
+    return out
+
+
+def torchvision_config(num_labels: int) -> Config:
+    """The config of torchvision's maskrcnn_resnet50_fpn with ``num_labels`` label indices (background included)."""
+    return Config(
+        model=ModelConfig(
+            num_classes=num_labels - 1,
+            backbone=BackboneConfig(depth=50, norm="frozen_bn", frozen_bn_eps=0.0, freeze_at=2),
+            rpn=RPNConfig(torchvision_anchor_strides=True),
+            roi_heads=ROIHeadsConfig(aligned=False),
+        )
+    )
+
+
+def _from_torchvision(state: dict[str, Tensor], path: Path) -> LoadedCheckpoint:
+    cls = state.get("roi_heads.box_predictor.cls_score.weight")
+    if not isinstance(cls, Tensor) or cls.dim() != 2:
+        raise UserError(f"{path} looks like a torchvision Mask R-CNN but has no roi_heads.box_predictor.cls_score")
+    num_labels = int(cls.shape[0])
+    names = torchvision_label_names() if num_labels == 91 else [f"class_{i}" for i in range(num_labels)]
+    return LoadedCheckpoint(
+        state_dict=torchvision_to_ours(state),
+        config=torchvision_config(num_labels),
+        class_names=names[1:],
+        category_ids=list(range(1, num_labels)),
+        source="torchvision",
+        extra={},
+    )
+
+
+def load_state_into(model: MaskRCNN, state: dict[str, Tensor], *, path: str | Path) -> None:
+    """Load a state dict in our layout; one UserError listing what is missing, unexpected or mis-shaped."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and isinstance(state[k], Tensor) and state[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched)):
+            if items:
+                more = f" and {len(items) - 8} more" if len(items) > 8 else ""
+                parts.append(f"{label}: {', '.join(items[:8])}{more}")
+        raise UserError(f"weights in {path} do not fit the model: " + "; ".join(parts))
+    model.load_state_dict(state)
+
+
+# ---- ImageNet backbones ----------------------------------------------------------------------------------------------
+
+
+def load_imagenet_backbone(model: MaskRCNN, path: str | Path) -> None:
+    """Load a torchvision ImageNet ResNet file (conv1.weight, layer1.0..., fc.*) into the bottom-up backbone."""
+    obj = read_file(path)
+    state = obj.get("model", obj.get("state_dict", obj)) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or "conv1.weight" not in state:
+        raise UserError(f"{path} is not an ImageNet ResNet state dict (no conv1.weight; keys: {_preview(obj)})")
+    state = {k: v for k, v in state.items() if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
+    target = model.backbone.bottom_up
+    expected = {k: v for k, v in target.state_dict().items() if not k.endswith("num_batches_tracked")}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or mismatched:
+        raise UserError(
+            f"ImageNet weights in {path} do not fit a ResNet-{_depth(target)} backbone: "
+            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}), "
+            f"{len(mismatched)} wrong shape (e.g. {mismatched[:3]})"
+        )
+    target.load_state_dict(state, strict=False)
+
+
+def _depth(resnet: torch.nn.Module) -> str:
+    counts = [len(getattr(resnet, f"layer{i}")) for i in range(1, 5)]
+    return {(2, 2, 2, 2): "18", (3, 4, 6, 3): "34/50", (3, 4, 23, 3): "101"}.get(tuple(counts), "?")
+
+
+def resize_class_heads(state: dict[str, Tensor], num_classes: int) -> dict[str, Tensor]:
+    """Drop the class-specific layers (classifier, box deltas, mask predictor) when the class count changes, so
+    that a checkpoint trained on other classes initialises everything else."""
+    class_keys = ("roi_heads.box_predictor.", "roi_heads.mask_head.predictor.")
+    cls = state.get("roi_heads.box_predictor.cls_score.weight")
+    if cls is not None and cls.shape[0] == num_classes + 1:
+        return state
+    return {k: v for k, v in state.items() if not k.startswith(class_keys)}
+
+
+def replace_model_config(config: Config, **changes: Any) -> Config:
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, **changes))

@@ -1,0 +1,308 @@
+"""Configuration: frozen dataclasses, one per stage, the presets, and YAML / ``key=value`` overrides.
+
+Only ``model/build.py`` (and the training engine, for ``SolverConfig``) read a config; every module takes explicit
+keyword-only arguments.
+
+A config file is YAML holding any subset of the fields, optionally starting from a preset::
+
+    preset: small
+    model:
+      num_classes: 3
+      roi_heads: {batch_size_per_image: 64}
+    solver: {max_iter: 2000, base_lr: 0.02}
+
+and a command line may override any field with a dotted ``key=value`` (``solver.base_lr=0.01``, values parsed as YAML).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from maskrcnn.errors import UserError
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    depth: int = 50  # ResNet depth: 18, 34, 50 or 101
+    norm: str = "frozen_bn"  # "frozen_bn" (fine-tuning), "bn" or "gn" (training from scratch)
+    frozen_bn_eps: float = 1e-5  # torchvision's COCO weights need 0.0
+    freeze_at: int = 0  # stages without gradients: 0 none, 1 the stem, 2 stem + res2, ... (fine-tuning: 2)
+    stem_width: int = 64  # channels after the stem; res2..res5 widths scale with it
+    fpn_channels: int = 256
+
+
+@dataclass(frozen=True)
+class RPNConfig:
+    anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)  # one per level P2-P6
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    # torchvision derives each level's anchor stride as padded_image_size // feature_size, which is not the true
+    # stride for P6 when the padded size is not a multiple of 64; its weights were trained that way.
+    torchvision_anchor_strides: bool = False
+    pre_nms_topk_train: int = 2000  # per level
+    pre_nms_topk_test: int = 1000
+    post_nms_topk_train: int = 2000  # per image
+    post_nms_topk_test: int = 1000
+    nms_thresh: float = 0.7
+    min_box_size: float = 1e-3
+    fg_iou_thresh: float = 0.7
+    bg_iou_thresh: float = 0.3
+    batch_size_per_image: int = 256
+    positive_fraction: float = 0.5
+    box_loss_beta: float = 1.0 / 9.0  # smooth L1; 0 makes it L1
+
+
+@dataclass(frozen=True)
+class ROIHeadsConfig:
+    box_pool_size: int = 7
+    mask_pool_size: int = 14
+    sampling_ratio: int = 2
+    aligned: bool = True  # RoIAlign half-pixel correction; torchvision's weights use False
+    fc_dim: int = 1024
+    num_fc: int = 2
+    mask_conv_dim: int = 256
+    num_mask_convs: int = 4
+    batch_size_per_image: int = 512
+    positive_fraction: float = 0.25
+    fg_iou_thresh: float = 0.5
+    bg_iou_thresh: float = 0.5
+    crowd_ioa_thresh: float = 0.7  # a background proposal this much inside a crowd region is ignored
+    box_reg_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
+    box_loss_beta: float = 1.0 / 9.0
+    score_thresh: float = 0.05
+    nms_thresh: float = 0.5
+    detections_per_image: int = 100
+    mask_threshold: float = 0.5
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    min_size_train: tuple[int, ...] = (800,)  # short side, drawn at random per image when training
+    max_size_train: int = 1333
+    min_size_test: int = 800
+    max_size_test: int = 1333
+    pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # RGB, images scaled to [0, 1]
+    pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    size_divisible: int = 32
+    flip_prob: float = 0.5  # training
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    num_classes: int = 80  # K object classes; label 0 is background
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    rpn: RPNConfig = field(default_factory=RPNConfig)
+    roi_heads: ROIHeadsConfig = field(default_factory=ROIHeadsConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    batch_size: int = 2  # images per iteration (per process)
+    max_iter: int = 90000
+    base_lr: float = 0.02  # for the total batch; scaled linearly with batch_size * world_size / 16 if lr_scaling
+    lr_scaling: bool = False
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "step"  # "step" or "cosine"
+    steps: tuple[float, ...] = (0.667, 0.889)  # step schedule: fractions of max_iter where lr *= gamma
+    gamma: float = 0.1
+    warmup_iters: int = 1000
+    warmup_factor: float = 0.001
+    clip_grad_norm: float = 0.0  # 0 disables
+    amp: str = "none"  # "none", "bf16" or "fp16" (CUDA only)
+    num_workers: int = 2
+    seed: int = 0
+    log_period: int = 20
+    eval_period: int = 0  # 0: evaluate at the end only (when --val is given)
+    checkpoint_period: int = 1000
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+
+
+def _r50_fpn() -> Config:
+    return Config()
+
+
+def _r101_fpn() -> Config:
+    return Config(model=ModelConfig(backbone=BackboneConfig(depth=101)))
+
+
+def _small() -> Config:
+    """Mask R-CNN sized for a 2-core CPU and small images (the demo on 128 px synthetic shapes)."""
+    return Config(
+        model=ModelConfig(
+            num_classes=3,
+            backbone=BackboneConfig(depth=18, norm="bn", stem_width=32, fpn_channels=64),
+            rpn=RPNConfig(
+                anchor_sizes=(16, 32, 64, 128, 256),
+                pre_nms_topk_train=600,
+                pre_nms_topk_test=300,
+                post_nms_topk_train=300,
+                post_nms_topk_test=100,
+                batch_size_per_image=128,
+            ),
+            roi_heads=ROIHeadsConfig(
+                fc_dim=256,
+                mask_conv_dim=64,
+                num_mask_convs=2,
+                batch_size_per_image=64,
+                detections_per_image=50,
+            ),
+            input=InputConfig(min_size_train=(112, 128, 144), max_size_train=256, min_size_test=128, max_size_test=256),
+        ),
+        solver=SolverConfig(
+            batch_size=8,
+            max_iter=1500,
+            base_lr=0.02,
+            schedule="cosine",
+            warmup_iters=100,
+            num_workers=1,
+            log_period=20,
+            checkpoint_period=250,
+        ),
+    )
+
+
+PRESETS = {"r50_fpn": _r50_fpn, "r101_fpn": _r101_fpn, "small": _small}
+
+
+def preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise UserError(f"unknown config preset {name!r}; choose one of {', '.join(sorted(PRESETS))} or a .yaml file")
+    return PRESETS[name]()
+
+
+# ---- dict <-> dataclass ---------------------------------------------------------------------------------------------
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A config dataclass -> plain nested dict (tuples become lists), for YAML and checkpoints."""
+
+    def convert(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, tuple):
+            return [convert(v) for v in value]
+        return value
+
+    return convert(config)
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check and convert one value to a field's annotated type (int, float, bool, str, tuple[...])."""
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        args = typing.get_args(annotation)
+        item_type = args[0]
+        if len(args) > 1 and args[1] is not Ellipsis:
+            if len(value) != len(args):
+                raise UserError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, item_type, where) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unsupported annotation {annotation}")
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise UserError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise UserError(f"{where}: expected a finite number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise UserError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {annotation}")
+
+
+def _merge(instance: Any, updates: dict[str, Any], where: str) -> Any:
+    """Return ``instance`` (a dataclass) with fields replaced from a nested dict; unknown keys are errors."""
+    if not isinstance(updates, dict):
+        raise UserError(f"{where or 'config'}: expected a mapping, got {updates!r}")
+    hints = typing.get_type_hints(type(instance))
+    names = {f.name for f in dataclasses.fields(instance)}
+    changes = {}
+    for key, value in updates.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise UserError(f"unknown config key {path!r}; known keys here: {', '.join(sorted(names))}")
+        current = getattr(instance, key)
+        if dataclasses.is_dataclass(current):
+            changes[key] = _merge(current, value, path)
+        else:
+            changes[key] = _coerce(value, hints[key], path)
+    return dataclasses.replace(instance, **changes)
+
+
+def from_dict(data: dict[str, Any], base: Config | None = None) -> Config:
+    """Nested dict (as written by ``to_dict``) -> Config, starting from ``base`` (default: r50_fpn)."""
+    return _merge(base or Config(), data, "")
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["solver.base_lr=0.01", "model.num_classes=3"]`` -> nested dict (values parsed as YAML scalars/lists)."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"bad override {item!r}: expected key=value, e.g. solver.base_lr=0.01")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise UserError(f"bad override {item!r}: {e}") from None
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return nested
+
+
+def load_config(source: str | Path, overrides: list[str] | None = None) -> Config:
+    """A preset name or a YAML file path, then ``key=value`` overrides -> Config."""
+    source = str(source)
+    if source in PRESETS:
+        config = preset(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise UserError(
+                f"config {source!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor an existing file"
+            )
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise UserError(f"cannot parse config file {path}: {e}") from None
+        if not isinstance(data, dict):
+            raise UserError(f"config file {path} must hold a mapping at the top level")
+        base = preset(data.pop("preset")) if "preset" in data else Config()
+        config = from_dict(data, base)
+    if overrides:
+        config = from_dict(parse_overrides(overrides), config)
+    return config
+
+
+def dump_yaml(config: Config) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)

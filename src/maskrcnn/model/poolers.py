@@ -1,0 +1,72 @@
+"""RoIAlign (He et al. 2017) over FPN levels: each box is pooled from the level that suits its size.
+
+Shapes: N images, R boxes over the batch, C channels, S output size.
+
+Level of a box of area a (FPN paper, eq. 1): k = floor(4 + log2(sqrt(a) / 224)), clamped to the pooled levels (P2-P5),
+so a 224 x 224 box reads P4, a 112 x 112 box P3. Sampling is bilinear at ``sampling_ratio`` x ``sampling_ratio``
+points per bin, with no quantisation of box coordinates; ``aligned=True`` shifts boxes by half a pixel so that pixel
+centres sit at integer + 0.5 (detectron2's ROIAlignV2), ``aligned=False`` is the original (and torchvision's) form.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import roi_align
+
+from maskrcnn.structures.boxes import box_area
+
+
+def boxes_to_rois(boxes: list[Tensor]) -> Tensor:
+    """N x Tensor[R_i, 4] -> Tensor[R, 5] (batch index, x1, y1, x2, y2), the layout roi_align takes."""
+    rois = torch.cat(boxes)
+    batch_idx = torch.cat([torch.full((len(b), 1), i, dtype=rois.dtype, device=rois.device) for i, b in enumerate(boxes)])
+    return torch.cat([batch_idx, rois], dim=1)
+
+
+def assign_levels(
+    boxes: Tensor, *, min_level: int, max_level: int, canonical_size: float = 224.0, canonical_level: int = 4
+) -> Tensor:
+    """boxes: Tensor[R, 4] -> Tensor[R] int64 level index relative to ``min_level`` (0 for P2 when min_level is 2)."""
+    sizes = torch.sqrt(box_area(boxes))
+    # The small epsilon keeps boxes of exactly the canonical size on the canonical level despite rounding.
+    levels = torch.floor(canonical_level + torch.log2(sizes / canonical_size) + 1e-6)
+    return (levels.clamp(min=min_level, max=max_level) - min_level).to(torch.int64)
+
+
+class MultiLevelRoIAlign(nn.Module):
+    def __init__(self, *, output_size: int, strides: tuple[int, ...], sampling_ratio: int, aligned: bool):
+        """strides: one per pooled feature map, e.g. (4, 8, 16, 32) for P2-P5."""
+        super().__init__()
+        self.output_size = (output_size, output_size)
+        self.scales = [1.0 / s for s in strides]
+        self.min_level = int(math.log2(strides[0]))
+        self.max_level = int(math.log2(strides[-1]))
+        self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
+
+    def forward(self, features: list[Tensor], boxes: list[Tensor]) -> Tensor:
+        """features: L x (N, C, H_l, W_l); boxes: N x Tensor[R_i, 4] -> Tensor[R, C, S, S] in the order of ``boxes``."""
+        rois = boxes_to_rois(boxes)
+        num_channels = features[0].shape[1]
+        if len(features) == 1:
+            return self._align(features[0], rois, self.scales[0])
+        levels = assign_levels(torch.cat(boxes), min_level=self.min_level, max_level=self.max_level)
+        out = features[0].new_zeros((rois.shape[0], num_channels, *self.output_size))
+        for level, (feature, scale) in enumerate(zip(features, self.scales)):
+            idx = torch.nonzero(levels == level).squeeze(1)
+            if idx.numel() > 0:
+                out[idx] = self._align(feature, rois[idx], scale).to(out.dtype)
+        return out
+
+    def _align(self, feature: Tensor, rois: Tensor, scale: float) -> Tensor:
+        return roi_align(
+            feature,
+            rois.to(feature.dtype),
+            self.output_size,
+            spatial_scale=scale,
+            sampling_ratio=self.sampling_ratio,
+            aligned=self.aligned,
+        )

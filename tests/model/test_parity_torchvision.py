@@ -1,0 +1,111 @@
+"""torchvision's maskrcnn_resnet50_fpn is the oracle: its state dict, saved to a file, loads into our model through
+`maskrcnn.load` and gives the same detections and masks on real images."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from torchvision.models.detection import maskrcnn_resnet50_fpn
+from torchvision.ops import box_iou
+
+import maskrcnn
+from maskrcnn.checkpoint import load_checkpoint
+from maskrcnn.data.images import read_image
+
+
+def randomised_torchvision_model() -> torch.nn.Module:
+    """torchvision's R50-FPN Mask R-CNN with fixed random weights that behave like a trained file's:
+    non-trivial BatchNorm statistics used with eps 0 (as in the COCO file), and class logits scaled up so that
+    detections are confident (scores around 0.9)."""
+    torch.manual_seed(0)
+    model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                m.eps = 0.0
+                m.weight.copy_(torch.rand(n, generator=g) * 0.5 + 0.5)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(n, generator=g) * 4 + 1)
+        model.roi_heads.box_predictor.cls_score.weight.mul_(120.0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def torchvision_file(tmp_path_factory):
+    model = randomised_torchvision_model()
+    path = tmp_path_factory.mktemp("tv") / "maskrcnn_resnet50_fpn.pth"
+    torch.save(model.state_dict(), path)
+    return model, path
+
+
+def image_paths(data):
+    return [
+        data / "car-parts/train/JPEGImages/train1.jpg",  # 512 x 512
+        data / "coco128-seg/images/train2017/000000000009.jpg",  # 640 x 480: P6 stride quirk applies
+        sorted((data / "balloon/val").glob("*.jpg"))[0],  # large photo, downscaled
+    ]
+
+
+def test_torchvision_checkpoint_gives_the_same_detections_and_masks(torchvision_file, shared_data):
+    reference, path = torchvision_file
+    ours = maskrcnn.load(path, device="cpu")
+    assert ours.class_names[0] == "person" and len(ours.class_names) == 90
+
+    total = matched = 0
+    mask_ious = []
+    for image_path in image_paths(shared_data):
+        image = read_image(image_path)
+        with torch.no_grad():
+            expected = reference([torch.from_numpy(image).permute(2, 0, 1).float() / 255.0])[0]
+        got = ours.predict(image, score_threshold=0.0)[0]
+        assert len(expected["scores"]) > 20, "the oracle must produce detections for the test to mean anything"
+        assert got.masks.shape[1:] == image.shape[:2]
+
+        got_boxes = torch.from_numpy(got.boxes)
+        iou = box_iou(expected["boxes"], got_boxes)  # (E, D)
+        same_label = expected["labels"][:, None] == torch.from_numpy(got.labels)[None, :]
+        close_score = (expected["scores"][:, None] - torch.from_numpy(got.scores)[None, :]).abs() < 1e-3
+        candidates = (iou > 0.99) & same_label & close_score
+        total += len(expected["scores"])
+        for e in range(len(expected["scores"])):
+            js = torch.nonzero(candidates[e]).squeeze(1)
+            if len(js) == 0:
+                continue
+            matched += 1
+            j = js[iou[e, js].argmax()]
+            ref_mask = expected["masks"][e, 0] > 0.5
+            our_mask = torch.from_numpy(got.masks[j])
+            union = (ref_mask | our_mask).sum().item()
+            mask_ious.append((ref_mask & our_mask).sum().item() / union if union else 1.0)
+
+    print(f"\nPARITY matched {matched}/{total}, worst mask IoU {min(mask_ious):.4f}")
+    assert matched / total >= 0.97, f"{matched}/{total} detections matched"
+    assert min(mask_ious) > 0.98, f"worst mask IoU {min(mask_ious):.3f}"
+
+
+def test_legacy_key_layout_of_the_published_coco_file_loads_identically(torchvision_file, tmp_path):
+    """The 2019 COCO file names FPN, RPN-conv and mask-head weights the old way (inner_blocks.0.weight,
+    rpn.head.conv.weight, mask_head.mask_fcn1.weight) and has no num_batches_tracked."""
+    reference, path = torchvision_file
+    legacy = {}
+    for key, value in reference.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        key = re.sub(r"fpn\.(inner|layer)_blocks\.(\d)\.0\.", r"fpn.\1_blocks.\2.", key)
+        key = key.replace("rpn.head.conv.0.0.", "rpn.head.conv.")
+        key = re.sub(r"mask_head\.(\d)\.0\.", lambda m: f"mask_head.mask_fcn{int(m.group(1)) + 1}.", key)
+        legacy[key] = value
+    assert "roi_heads.mask_head.mask_fcn4.weight" in legacy
+    legacy_path = tmp_path / "maskrcnn_resnet50_fpn_coco-legacy.pth"
+    torch.save(legacy, legacy_path)
+    current, old = load_checkpoint(path), load_checkpoint(legacy_path)
+    assert current.source == old.source == "torchvision"
+    assert current.state_dict.keys() == old.state_dict.keys()
+    assert all(torch.equal(current.state_dict[k], old.state_dict[k]) for k in current.state_dict)
+    config = old.config.model
+    assert config.backbone.frozen_bn_eps == 0.0 and config.roi_heads.aligned is False
