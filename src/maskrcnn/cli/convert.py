@@ -21,13 +21,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="INPUT",
         type=Path,
         help="via: the VIA json (or its folder); yolo-seg: the dataset folder (images/ and labels/) or its labels "
-        "folder; openimages: a folder of downloaded Open Images files (CSV, masks, images)",
+        "folder; openimages: a folder of downloaded Open Images files, found anywhere under it by name "
+        "({split}-annotations-object-segmentation.csv, class-descriptions-boxable.csv, the mask PNGs or the "
+        "{split}-masks-{0-f}.zip shards, <ImageID>.jpg)",
     )
     p.add_argument("--output", required=True, type=Path, help="output folder")
     p.add_argument("--images", type=Path, help="folder holding the images, when not found beside the annotations")
-    p.add_argument("--names", type=Path, help="yolo-seg: class names, one per line (default: the 80 COCO names)")
-    p.add_argument("--classes", help='openimages: comma-separated class names to keep, e.g. "Cat,Traffic light"')
-    p.add_argument("--split", help="openimages: train, validation or test (default: found from the CSV name)")
+    p.add_argument("--names", type=Path, help="yolo-seg: class names, one per line, or a YOLO data.yaml (default: data.yaml or "
+                   "dataset.yaml in the dataset folder, classes.txt beside the labels, else the 80 COCO names)")
+    p.add_argument(
+        "--classes",
+        help='openimages: comma-separated class names (any case) or MIDs to keep, e.g. "Cat,Traffic light" '
+        "(default: every class in the CSV)",
+    )
+    p.add_argument("--split", help="openimages: train, validation or test (default: the only CSV's split)")
     p.set_defaults(run=run)
 
 
