@@ -1,12 +1,133 @@
-"""Placeholder for ``maskrcnn evaluate`` while it is being written."""
+"""``maskrcnn evaluate``: COCO box and mask AP of a model, or of a results file, against a COCO json; with a report.
+
+Writes into OUTPUT: metrics.json (``{"bbox": {"AP", "AP50", "AP75", "APs", "APm", "APl"}, "segm": {...}}`` in
+percent, null where there is nothing to score), predictions.json (with --weights: the model's COCO results), and
+unless --no-report the pictures and index.html of ``maskrcnn.evaluation.report``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
 
 from maskrcnn.errors import UserError
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser("evaluate", help="COCO box and mask AP (in progress)")
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="COCO box and mask AP of a model or a results file, with per-class AP and an HTML report",
+        description="Score a model (--weights) or an existing COCO results file (--predictions) against a COCO "
+        "instances json with pycocotools: box and mask AP, AP50, AP75, APs, APm, APl and per-class AP. Writes "
+        "OUTPUT/metrics.json and a report (OUTPUT/index.html).",
+    )
+    p.add_argument("--data", required=True, type=Path, metavar="GT.json", help="ground truth: a COCO instances json")
+    p.add_argument(
+        "--images",
+        type=Path,
+        metavar="DIR",
+        help="folder of the json's images (default: beside the json, or its images/ folder)",
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", type=Path, help="checkpoint to run on the json's images")
+    source.add_argument(
+        "--predictions",
+        type=Path,
+        metavar="RESULTS.json",
+        help="COCO results file to score (as written by `maskrcnn predict`); no model is run",
+    )
+    p.add_argument("--output", required=True, type=Path, metavar="DIR", help="folder for metrics.json and the report")
+    p.add_argument("--device", help="with --weights: cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument("--batch-size", type=int, default=2, help="with --weights: images per forward pass (default 2)")
+    p.add_argument(
+        "--iou-types",
+        default="bbox,segm",
+        help="what to score, comma-separated: bbox, segm (default bbox,segm; bbox alone for box-only results)",
+    )
+    p.add_argument("--no-report", action="store_true", help="write metrics.json only, no pictures")
+    p.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.5,
+        help="report: least score of the predictions drawn (default 0.5); AP uses every result",
+    )
+    p.add_argument("--max-images", type=int, default=12, help="report: images drawn beside ground truth (default 12)")
     p.set_defaults(run=run)
 
 
-def run(args) -> int:
-    raise UserError("`maskrcnn evaluate` is not available yet")
+def _iou_types(text: str) -> tuple[str, ...]:
+    from maskrcnn.evaluation.coco_eval import IOU_TYPES
+
+    chosen = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    unknown = [t for t in chosen if t not in IOU_TYPES]
+    if unknown or not chosen:
+        raise UserError(f"--iou-types {text!r}: choose from {', '.join(IOU_TYPES)}")
+    return chosen
+
+
+def _prepare_output(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--output {path} exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the output folder {path}: {e.strerror or e}") from None
+
+
+def _predict(args: argparse.Namespace) -> list[dict]:
+    """Run the checkpoint on the ground truth's images -> COCO results with the json's image and category ids."""
+    import torch
+
+    from maskrcnn.predict import predict_coco_dataset
+
+    if not args.weights.is_file():
+        raise UserError(f"weights not found: {args.weights}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return predict_coco_dataset(
+        args.weights, args.data, images_dir=args.images, device=device, batch_size=args.batch_size
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from maskrcnn.evaluation.coco_eval import evaluate_coco, format_summary, load_ground_truth, load_results
+    from maskrcnn.io import atomic_write_json
+
+    iou_types = _iou_types(args.iou_types)
+    if args.images is not None and not args.images.is_dir():
+        raise UserError(f"--images folder not found: {args.images}")
+    if args.max_images < 0:
+        raise UserError(f"--max-images must be 0 or more, got {args.max_images}")
+    gt = load_ground_truth(args.data)  # checked before any model runs
+    _prepare_output(args.output)
+
+    if args.predictions is not None:
+        results = load_results(args.predictions)
+        source = str(args.predictions)
+    else:
+        results = _predict(args)
+        predictions_path = args.output / "predictions.json"
+        atomic_write_json(predictions_path, results)  # kept even if scoring fails below
+        print(f"predictions: {predictions_path} ({len(results)} results)")
+        source = str(predictions_path)
+
+    result = evaluate_coco(gt, results, iou_types=iou_types, source=source)
+    print(format_summary(result))
+    metrics_path = args.output / "metrics.json"
+    atomic_write_json(metrics_path, result.metrics, indent=2)
+    print(f"metrics: {metrics_path}")
+    if not args.no_report:
+        from maskrcnn.evaluation.report import write_report
+
+        index = write_report(
+            args.output,
+            gt=gt,
+            results=results,
+            eval_result=result,
+            images_dir=args.images,
+            max_images=args.max_images,
+            score_threshold=args.score_threshold,
+        )
+        print(f"report: {index}")
+    return 0
