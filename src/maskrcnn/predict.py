@@ -189,3 +189,59 @@ def overlay_name(path: Path, used: set[str]) -> str:
         name = f"{path.stem}_{n}.png"
     used.add(name)
     return name
+
+
+def predict_coco_results(
+    predictor: Predictor,
+    gt_json: Path,
+    *,
+    images_dir: Path | None = None,
+    batch_size: int = 1,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run ``predictor`` over every image of a COCO json -> COCO results with that json's image ids.
+
+    Detections of categories the json does not have (e.g. torchvision's unused COCO label indices) are dropped,
+    with one note. All detections above the model's own score threshold are kept, as COCO AP expects.
+    """
+    import logging
+
+    from tqdm import tqdm
+
+    from maskrcnn.data.coco import CocoDataset, load_coco_json
+
+    dataset = CocoDataset(gt_json, images_dir)
+    known = {int(c["id"]) for c in load_coco_json(Path(gt_json))["categories"]}
+    if not known & set(predictor.category_ids):
+        raise UserError(
+            f"the model's categories {predictor.category_ids[:10]} share no id with those of {gt_json} "
+            f"({sorted(known)[:10]}): was it trained on another dataset?"
+        )
+    results: list[dict[str, Any]] = []
+    dropped = 0
+    indices = list(range(len(dataset)))
+    bar = tqdm(total=len(indices), unit="img", desc="predict", disable=not progress or len(indices) < 2)
+    for start in range(0, len(indices), batch_size):
+        chunk = indices[start : start + batch_size]
+        arrays = [read_image(dataset.image_path(i)) for i in chunk]
+        for i, prediction in zip(chunk, predictor.predict_arrays(arrays, score_threshold=0.0)):
+            for item in prediction.to_coco(image_id=dataset.image_ids[i]):
+                if item["category_id"] in known:
+                    results.append(item)
+                else:
+                    dropped += 1
+        bar.update(len(chunk))
+    bar.close()
+    if dropped:
+        logging.getLogger(__name__).warning(
+            "dropped %d detections of categories that %s does not have", dropped, gt_json
+        )
+    return results
+
+
+def predict_coco_dataset(
+    weights: Path, gt_json: Path, *, images_dir: Path | None, device: str, batch_size: int
+) -> list[dict[str, Any]]:
+    """Load ``weights`` and predict every image of the COCO json ``gt_json`` (see ``predict_coco_results``)."""
+    predictor = Predictor.from_file(weights, device=device)
+    return predict_coco_results(predictor, gt_json, images_dir=images_dir, batch_size=batch_size)

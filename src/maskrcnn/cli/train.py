@@ -1,12 +1,57 @@
-"""Placeholder for ``maskrcnn train`` while it is being written."""
+"""``maskrcnn train``: train Mask R-CNN on a COCO instances dataset."""
 
-from maskrcnn.errors import UserError
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train a model (in progress)")
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a model on a COCO instances dataset",
+        description="Train Mask R-CNN. RUN_DIR receives config.yaml, metrics.jsonl, last.pt (resumable), best.pt "
+        "(best validation AP) and loss_curve.png. Several processes: torchrun --nproc-per-node N -m maskrcnn train ...",
+    )
+    p.add_argument("--config", default="small", help="preset (r50_fpn, r101_fpn, small) or a YAML file (default small)")
+    p.add_argument("--data", required=True, type=Path, help="training COCO instances json")
+    p.add_argument("--val", type=Path, help="validation COCO instances json, evaluated during and after training")
+    p.add_argument("--images", type=Path, help="folder of the training images (default: found beside the json)")
+    p.add_argument("--val-images", type=Path, help="folder of the validation images (default: found beside the json)")
+    p.add_argument("--output", required=True, type=Path, help="run folder")
+    p.add_argument("--weights", type=Path, help="start from: a maskrcnn checkpoint, a torchvision Mask R-CNN "
+                   "(class layers resized to the new classes) or an ImageNet ResNet file (backbone only)")
+    p.add_argument("--resume", action="store_true", help="continue RUN_DIR/last.pt exactly where it stopped")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. solver.max_iter=2000")
     p.set_defaults(run=run)
 
 
-def run(args) -> int:
-    raise UserError("`maskrcnn train` is not available yet")
+def run(args: argparse.Namespace) -> int:
+    from maskrcnn.config import load_config
+    from maskrcnn.engine.train import TrainJob, train
+    from maskrcnn.errors import UserError
+
+    if args.resume and args.weights:
+        raise UserError("--resume continues RUN_DIR/last.pt; it cannot be combined with --weights")
+    config = load_config(args.config, args.overrides)
+    summary = train(
+        TrainJob(
+            config=config,
+            train_json=args.data,
+            val_json=args.val,
+            images_dir=args.images,
+            val_images_dir=args.val_images,
+            output_dir=args.output,
+            init_weights=args.weights,
+            resume=args.resume,
+            device=args.device,
+        )
+    )
+    if not summary["is_main"]:
+        return 0
+    if summary.get("eval"):
+        metrics = summary["eval"]
+        print("  ".join(f"{t}: AP {m['AP']:.1f} AP50 {m['AP50']:.1f}" for t, m in metrics.items()))
+    print(f"trained to iteration {summary['iteration']}; weights: {args.output}/last.pt")
+    return 0
