@@ -34,7 +34,8 @@ class BackboneConfig:
     depth: int = 50  # ResNet depth: 18, 34, 50 or 101
     norm: str = "frozen_bn"  # "frozen_bn" (fine-tuning), "bn" or "gn" (training from scratch)
     frozen_bn_eps: float = 1e-5  # torchvision's COCO weights need 0.0
-    freeze_at: int = 0  # stages without gradients: 0 none, 1 the stem, 2 stem + res2, ... (fine-tuning: 2)
+    # stages without gradients when fine-tuning: 0 none, 1 the stem, 2 stem + res2 (torchvision's default), ...
+    freeze_at: int = 2
     stem_width: int = 64  # channels after the stem; res2..res5 widths scale with it
     fpn_channels: int = 256
 
@@ -144,7 +145,7 @@ def _small() -> Config:
     return Config(
         model=ModelConfig(
             num_classes=3,
-            backbone=BackboneConfig(depth=18, norm="bn", stem_width=32, fpn_channels=64),
+            backbone=BackboneConfig(depth=18, norm="bn", freeze_at=0, stem_width=32, fpn_channels=64),
             rpn=RPNConfig(
                 anchor_sizes=(16, 32, 64, 128, 256),
                 pre_nms_topk_train=600,

@@ -118,11 +118,51 @@ def test_two_processes_on_gloo(shapes_data, tmp_path):
            "-m", "maskrcnn", "train", "--config", "small", "--data", str(shapes_data["train"]),
            "--output", str(out), *TINY_OVERRIDES, "solver.max_iter=4", "solver.checkpoint_period=2"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("trained to iteration 4") == 1
+    # A session of its own, so that a hang kills torchrun's workers too and leaves nothing running.
+    process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail("two-process training did not finish in 240 s")
+    assert process.returncode == 0, stderr[-3000:]
+    assert stdout.count("trained to iteration 4") == 1
     records = losses(out)
     assert [r["iteration"] for r in records] == [1, 2, 3, 4]  # rank 0 alone writes the log
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt.extra["iteration"] == 4
     assert not any(k.startswith("module.") for k in ckpt.state_dict)  # saved unwrapped from DDP
+
+
+def test_training_from_scratch_unfreezes_the_backbone(shapes_data, tmp_path, capsys):
+    out = tmp_path / "scratch"
+    train(job(shapes_data, out, "solver.max_iter=1", "model.backbone.norm=frozen_bn", "model.backbone.freeze_at=2"))
+    assert "training from scratch" in capsys.readouterr().err
+    saved = load_checkpoint(out / "last.pt").config.model.backbone
+    assert saved.norm == "bn" and saved.freeze_at == 0
+
+
+def test_fine_tuning_from_a_torchvision_checkpoint_resizes_the_class_layers(shapes_data, tmp_path):
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+    torch.manual_seed(0)
+    reference = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91)
+    weights = tmp_path / "tv.pth"
+    torch.save(reference.state_dict(), weights)
+    config = load_config("r50_fpn", TINY_OVERRIDES + ["solver.max_iter=1", "solver.base_lr=0.0",
+                                                      "solver.weight_decay=0.0"])
+    out = tmp_path / "finetune"
+    train(TrainJob(config=config, train_json=shapes_data["train"], output_dir=out, init_weights=weights,
+                   progress=False))
+    tuned = load_checkpoint(out / "last.pt")
+    assert tuned.config.model.backbone.norm == "frozen_bn" and tuned.config.model.backbone.frozen_bn_eps == 0.0
+    assert tuned.state_dict["roi_heads.box_predictor.cls_score.weight"].shape == (4, 1024)  # 3 shapes + background
+    assert tuned.state_dict["roi_heads.mask_head.predictor.weight"].shape[0] == 4
+    # with a zero learning rate everything else is exactly torchvision's
+    source = reference.state_dict()
+    assert torch.equal(tuned.state_dict["backbone.bottom_up.layer4.2.conv3.weight"], source["backbone.body.layer4.2.conv3.weight"])
+    assert torch.equal(tuned.state_dict["roi_heads.box_head.fc2.weight"], source["roi_heads.box_head.fc7.weight"])
+    assert torch.equal(tuned.state_dict["roi_heads.mask_head.deconv.weight"],
+                       source["roi_heads.mask_predictor.conv5_mask.weight"])

@@ -13,7 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train Mask R-CNN. RUN_DIR receives config.yaml, metrics.jsonl, last.pt (resumable), best.pt "
         "(best validation AP) and loss_curve.png. Several processes: torchrun --nproc-per-node N -m maskrcnn train ...",
     )
-    p.add_argument("--config", default="small", help="preset (r50_fpn, r101_fpn, small) or a YAML file (default small)")
+    p.add_argument("--config", help="preset (r50_fpn, r101_fpn, small) or a YAML file (default: small; with --resume, "
+                   "the run's saved config)")
     p.add_argument("--data", required=True, type=Path, help="training COCO instances json")
     p.add_argument("--val", type=Path, help="validation COCO instances json, evaluated during and after training")
     p.add_argument("--images", type=Path, help="folder of the training images (default: found beside the json)")
@@ -34,7 +35,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resume and args.weights:
         raise UserError("--resume continues RUN_DIR/last.pt; it cannot be combined with --weights")
-    config = load_config(args.config, args.overrides)
+    if args.resume and args.config is None:
+        from maskrcnn.checkpoint import load_checkpoint
+        from maskrcnn.config import from_dict, parse_overrides
+
+        if not (args.output / "last.pt").is_file():
+            raise UserError(f"--resume: there is no checkpoint to resume from at {args.output / 'last.pt'}")
+        config = from_dict(parse_overrides(args.overrides), load_checkpoint(args.output / "last.pt").config)
+    else:
+        config = load_config(args.config or "small", args.overrides)
     summary = train(
         TrainJob(
             config=config,

@@ -104,9 +104,14 @@ class _Trainer:
             if not self.last_path.is_file():
                 raise UserError(f"--resume: there is no checkpoint to resume from at {self.last_path}")
             resumed = load_checkpoint(self.last_path)
-            if resumed.config != job.config:
-                self._print(f"note: resuming with the config saved in {self.last_path}, not the one given now")
-            self.config = resumed.config
+            # The architecture must be the saved one; the solver may change (e.g. a longer schedule).
+            given = dataclasses.replace(job.config.model, num_classes=resumed.config.model.num_classes)
+            if given != resumed.config.model:
+                raise UserError(
+                    f"cannot resume {self.last_path} with a different model config; leave out --config to "
+                    "continue with the saved one"
+                )
+            self.config = dataclasses.replace(job.config, model=resumed.config.model)
 
         solver = self.config.solver
         torch.manual_seed(solver.seed + dist.rank)
@@ -140,6 +145,17 @@ class _Trainer:
                 self.config = dataclasses.replace(
                     self.config, model=dataclasses.replace(self.config.model, backbone=backbone)
                 )
+        backbone = self.config.model.backbone
+        if resumed is None and start is None and (backbone.norm == "frozen_bn" or backbone.freeze_at > 0):
+            # From scratch, frozen statistics would be the identity and frozen stages random: train them all.
+            self._print("note: training from scratch, so the backbone uses trainable BatchNorm and no frozen stages "
+                        "(model.backbone.norm=bn, model.backbone.freeze_at=0)")
+            backbone = dataclasses.replace(
+                backbone, norm="bn" if backbone.norm == "frozen_bn" else backbone.norm, freeze_at=0
+            )
+            self.config = dataclasses.replace(
+                self.config, model=dataclasses.replace(self.config.model, backbone=backbone)
+            )
         self.model: MaskRCNN = build_model(self.config.model).to(device)
         self.optimizer = torch.optim.SGD(
             _param_groups(self.model, solver.weight_decay), lr=solver.base_lr, momentum=solver.momentum

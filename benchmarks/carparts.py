@@ -1,0 +1,131 @@
+"""Car-Parts from scratch: train Mask R-CNN on ../shared/data/car-parts/train and report box and mask AP.
+
+The official Car-Parts training set (400 images, 512 x 512, 18 part classes) is split deterministically: the json's
+last 50 images are held out for validation, the first 350 train. No pretrained weights are used anywhere.
+
+Recipes (``--recipe``):
+  gpu        ResNet-50-FPN, trainable BatchNorm, short side jittered 384-640 (test 512), batch 8, 9000 iterations,
+             SGD lr 0.02 cosine with 500 warm-up iterations, bf16 AMP. For a GPU; not yet run (the task that wrote
+             this had no GPU), so docs/benchmarks.md has no figures for it.
+  cpu-short  the `small` preset (ResNet-18 at half width, 64-channel FPN, light heads) at 256 px, batch 4,
+             600 iterations: a smoke-level run that fits a 2-core CPU in about half an hour. Its AP shows the
+             pipeline learns; it is not a measure of what the architecture reaches.
+
+    python benchmarks/carparts.py --recipe cpu-short --output runs/carparts-cpu
+    python benchmarks/carparts.py --recipe gpu --device cuda --output runs/carparts-gpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "car-parts" / "train"
+HOLD_OUT = 50
+
+RECIPES = {
+    "gpu": (
+        "r50_fpn",
+        [
+            "model.backbone.norm=bn",
+            "model.backbone.freeze_at=0",
+            "model.input.min_size_train=[384, 416, 448, 480, 512, 544, 576, 608, 640]",
+            "model.input.max_size_train=1066",
+            "model.input.min_size_test=512",
+            "model.input.max_size_test=853",
+            "solver.batch_size=8",
+            "solver.max_iter=9000",
+            "solver.base_lr=0.02",
+            "solver.schedule=cosine",
+            "solver.warmup_iters=500",
+            "solver.amp=bf16",
+            "solver.num_workers=8",
+            "solver.eval_period=1500",
+            "solver.checkpoint_period=1500",
+        ],
+    ),
+    "cpu-short": (
+        "small",
+        [
+            "model.rpn.anchor_sizes=[32, 64, 128, 256, 512]",
+            "model.input.min_size_train=[224, 256, 288]",
+            "model.input.max_size_train=384",
+            "model.input.min_size_test=256",
+            "model.input.max_size_test=384",
+            "solver.batch_size=4",
+            "solver.max_iter=600",
+            "solver.warmup_iters=50",
+            "solver.num_workers=1",
+            "solver.checkpoint_period=200",
+        ],
+    ),
+}
+
+
+def split(data_dir: Path, output: Path) -> tuple[Path, Path]:
+    """Write train.json (first 350 images) and val.json (last 50) next to nothing but themselves."""
+    data = json.loads((data_dir / "annotations.json").read_text())
+    images = data["images"]
+    held_out = {im["id"] for im in images[-HOLD_OUT:]}
+    paths = []
+    for name, keep in (("train", lambda i: i not in held_out), ("val", lambda i: i in held_out)):
+        subset = {
+            "images": [im for im in images if keep(im["id"])],
+            "annotations": [a for a in data["annotations"] if keep(a["image_id"])],
+            "categories": data["categories"],
+        }
+        path = output / f"{name}.json"
+        path.write_text(json.dumps(subset))
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="cpu-short")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="car-parts/train folder")
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("overrides", nargs="*", help="extra config overrides")
+    args = parser.parse_args()
+
+    from maskrcnn.config import load_config
+    from maskrcnn.engine.train import TrainJob, train
+    from maskrcnn.evaluation.coco_eval import evaluate_coco, format_summary
+    from maskrcnn.predict import Predictor, predict_coco_results
+
+    args.output.mkdir(parents=True, exist_ok=True)
+    train_json, val_json = split(args.data, args.output)
+    images = args.data / "JPEGImages"
+    preset, overrides = RECIPES[args.recipe]
+    config = load_config(preset, overrides + args.overrides)
+    run_dir = args.output / "run"
+    started = time.perf_counter()
+    train(TrainJob(config=config, train_json=train_json, images_dir=images, output_dir=run_dir,
+                   resume=(run_dir / "last.pt").is_file(), device=args.device))
+    train_seconds = time.perf_counter() - started
+
+    predictor = Predictor.from_file(run_dir / "last.pt", device=args.device)
+    results = predict_coco_results(predictor, val_json, images_dir=images, batch_size=4)
+    evaluation = evaluate_coco(val_json, results)
+    print(format_summary(evaluation))
+    record = {
+        "recipe": args.recipe,
+        "command": " ".join(sys.argv),
+        "iterations": config.solver.max_iter,
+        "train_seconds": round(train_seconds),
+        "metrics": evaluation.metrics,
+    }
+    (args.output / "carparts_result.json").write_text(json.dumps(record, indent=2))
+    segm, bbox = evaluation.metrics["segm"], evaluation.metrics["bbox"]
+    print(f"\ncar-parts {args.recipe}: box AP {bbox['AP']:.1f} AP50 {bbox['AP50']:.1f} | mask AP {segm['AP']:.1f} "
+          f"AP50 {segm['AP50']:.1f} | {config.solver.max_iter} iterations in {train_seconds / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
