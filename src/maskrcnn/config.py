@@ -281,6 +281,16 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     return nested
 
 
+def replace_model(config: Config, **changes: Any) -> Config:
+    """``config`` with fields of its ModelConfig replaced."""
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, **changes))
+
+
+def replace_backbone(config: Config, **changes: Any) -> Config:
+    """``config`` with fields of its BackboneConfig replaced."""
+    return replace_model(config, backbone=dataclasses.replace(config.model.backbone, **changes))
+
+
 def load_config(source: str | Path, overrides: list[str] | None = None) -> Config:
     """A preset name or a YAML file path, then ``key=value`` overrides -> Config."""
     source = str(source)

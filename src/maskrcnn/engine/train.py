@@ -38,7 +38,7 @@ from maskrcnn.checkpoint import (
     torchvision_to_ours,
     _looks_like_torchvision,
 )
-from maskrcnn.config import Config, dump_yaml
+from maskrcnn.config import Config, dump_yaml, replace_backbone, replace_model
 from maskrcnn.data.coco import CocoDataset
 from maskrcnn.data.loader import build_train_loader
 from maskrcnn.data.transforms import Compose, RandomHorizontalFlip, ResizeShortestEdge
@@ -97,25 +97,16 @@ class _Trainer:
         self.out = job.output_dir
         self.last_path, self.best_path = self.out / "last.pt", self.out / "best.pt"
         self.metrics_path = self.out / "metrics.jsonl"
-        self.config = job.config
-
         resumed = None
         if job.resume:
             if not self.last_path.is_file():
                 raise UserError(f"--resume: there is no checkpoint to resume from at {self.last_path}")
             resumed = load_checkpoint(self.last_path)
-            # The architecture must be the saved one; the solver may change (e.g. a longer schedule).
-            given = dataclasses.replace(job.config.model, num_classes=resumed.config.model.num_classes)
-            if given != resumed.config.model:
-                raise UserError(
-                    f"cannot resume {self.last_path} with a different model config; leave out --config to "
-                    "continue with the saved one"
-                )
-            self.config = dataclasses.replace(job.config, model=resumed.config.model)
+        start = read_starting_weights(job.init_weights) if resumed is None and job.init_weights else None
 
-        solver = self.config.solver
+        solver = job.config.solver
         torch.manual_seed(solver.seed + dist.rank)
-        self.train_set = CocoDataset(job.train_json, job.images_dir, transform=train_transform(self.config))
+        self.train_set = CocoDataset(job.train_json, job.images_dir, transform=train_transform(job.config))
         if len(self.train_set) == 0:
             raise UserError(f"{job.train_json} has no images to train on")
         self.class_names, self.category_ids = self.train_set.class_names, self.train_set.category_ids
@@ -124,10 +115,7 @@ class _Trainer:
         self.val_set = None
         if job.val_json is not None:  # fail on a bad validation set now, not after hours of training
             self.val_set = CocoDataset(job.val_json, job.val_images_dir, category_ids=self.category_ids)
-        if self.config.model.num_classes != len(self.class_names):
-            self.config = dataclasses.replace(
-                self.config, model=dataclasses.replace(self.config.model, num_classes=len(self.class_names))
-            )
+        self.config = self._effective_config(job, resumed, start[0] if start else None)
 
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}.get(solver.amp, "bad")
         if self.amp_dtype == "bad":
@@ -137,25 +125,6 @@ class _Trainer:
             self.amp_dtype = None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
 
-        start = None
-        if resumed is None and job.init_weights is not None:
-            start = read_starting_weights(job.init_weights)
-            if start[0] == "torchvision":  # its frozen BatchNorm statistics were trained with eps 0
-                backbone = dataclasses.replace(self.config.model.backbone, frozen_bn_eps=0.0)
-                self.config = dataclasses.replace(
-                    self.config, model=dataclasses.replace(self.config.model, backbone=backbone)
-                )
-        backbone = self.config.model.backbone
-        if resumed is None and start is None and (backbone.norm == "frozen_bn" or backbone.freeze_at > 0):
-            # From scratch, frozen statistics would be the identity and frozen stages random: train them all.
-            self._print("note: training from scratch, so the backbone uses trainable BatchNorm and no frozen stages "
-                        "(model.backbone.norm=bn, model.backbone.freeze_at=0)")
-            backbone = dataclasses.replace(
-                backbone, norm="bn" if backbone.norm == "frozen_bn" else backbone.norm, freeze_at=0
-            )
-            self.config = dataclasses.replace(
-                self.config, model=dataclasses.replace(self.config.model, backbone=backbone)
-            )
         self.model: MaskRCNN = build_model(self.config.model).to(device)
         self.optimizer = torch.optim.SGD(
             _param_groups(self.model, solver.weight_decay), lr=solver.base_lr, momentum=solver.momentum
@@ -176,6 +145,28 @@ class _Trainer:
                 self.model, device_ids=[device.index] if device.type == "cuda" else None
             )
         self.base_lr = solver.base_lr * (solver.batch_size * dist.world_size / 16 if solver.lr_scaling else 1.0)
+
+    def _effective_config(self, job: TrainJob, resumed: Any, start_kind: str | None) -> Config:
+        """The config this run really uses: the data's class count, and the backbone the starting point needs."""
+        config = replace_model(job.config, num_classes=len(self.class_names))
+        if resumed is not None:
+            # The architecture must be the saved one; the solver may change (e.g. a longer schedule).
+            # (a change of classes is reported by _restore, naming them)
+            if replace_model(config, num_classes=resumed.config.model.num_classes).model != resumed.config.model:
+                raise UserError(
+                    f"cannot resume {self.last_path} with a different model config; leave out --config to "
+                    "continue with the saved one"
+                )
+            return config
+        backbone = config.model.backbone
+        if start_kind == "torchvision":  # its frozen BatchNorm statistics were trained with eps 0
+            return replace_backbone(config, frozen_bn_eps=0.0)
+        if start_kind is None and (backbone.norm == "frozen_bn" or backbone.freeze_at > 0):
+            # From scratch, frozen statistics would be the identity and frozen stages random: train them all.
+            self._print("note: training from scratch, so the backbone uses trainable BatchNorm and no frozen stages "
+                        "(model.backbone.norm=bn, model.backbone.freeze_at=0)")
+            return replace_backbone(config, norm="bn" if backbone.norm == "frozen_bn" else backbone.norm, freeze_at=0)
+        return config
 
     # ---- the loop ---------------------------------------------------------------------------------------------
 
