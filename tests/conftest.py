@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # shared helpers: `torchvision_oracle`
 # ../shared/data beside the checkout (read-only: tests never write there).
 SHARED_DATA = Path(os.environ.get("MASKRCNN_SHARED_DATA", REPO.parent / "shared" / "data"))
 

@@ -13,7 +13,6 @@ the COCO class names.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,15 +245,40 @@ def _depth(resnet: torch.nn.Module) -> str:
     return {(2, 2, 2, 2): "18", (3, 4, 6, 3): "34/50", (3, 4, 23, 3): "101"}.get(tuple(counts), "?")
 
 
+# Layers whose shape depends on the number of classes: re-initialised when starting from other classes.
+CLASS_SPECIFIC = ("roi_heads.box_predictor.", "roi_heads.mask_head.predictor.")
+
+
 def resize_class_heads(state: dict[str, Tensor], num_classes: int) -> dict[str, Tensor]:
     """Drop the class-specific layers (classifier, box deltas, mask predictor) when the class count changes, so
     that a checkpoint trained on other classes initialises everything else."""
-    class_keys = ("roi_heads.box_predictor.", "roi_heads.mask_head.predictor.")
     cls = state.get("roi_heads.box_predictor.cls_score.weight")
     if cls is not None and cls.shape[0] == num_classes + 1:
         return state
-    return {k: v for k, v in state.items() if not k.startswith(class_keys)}
+    return {k: v for k, v in state.items() if not k.startswith(CLASS_SPECIFIC)}
 
 
-def replace_model_config(config: Config, **changes: Any) -> Config:
-    return dataclasses.replace(config, model=dataclasses.replace(config.model, **changes))
+def read_starting_weights(path: Path) -> tuple[str, dict[str, Tensor]]:
+    """Read a file to start training from -> (kind, state dict): "maskrcnn" or "torchvision" (our layout), or
+    "imagenet" (a torchvision ResNet classifier's layout)."""
+    obj = read_file(path)
+    if isinstance(obj, dict) and obj.get("format") == "maskrcnn":
+        return "maskrcnn", load_checkpoint(path).state_dict
+    state = obj.get("model", obj.get("state_dict", obj)) if isinstance(obj, dict) else None
+    if isinstance(state, dict) and _looks_like_torchvision(state):
+        return "torchvision", torchvision_to_ours(state)
+    if isinstance(state, dict) and "conv1.weight" in state:
+        return "imagenet", state
+    raise UserError(f"{path} is not a maskrcnn checkpoint, a torchvision Mask R-CNN or an ImageNet ResNet state dict")
+
+
+def apply_starting_weights(
+    model: MaskRCNN, kind: str, state: dict[str, Tensor], *, num_classes: int, path: Path
+) -> None:
+    """Load what ``read_starting_weights`` returned; everything must fit except the class-specific layers."""
+    if kind == "imagenet":
+        load_imagenet_backbone(model, path)
+        return
+    state = resize_class_heads(state, num_classes)
+    fresh = {k: v for k, v in model.state_dict().items() if k.startswith(CLASS_SPECIFIC) and k not in state}
+    load_state_into(model, {**state, **fresh}, path=path)

@@ -23,6 +23,7 @@ from maskrcnn.config import Config
 from maskrcnn.data.images import read_image, to_rgb_array
 from maskrcnn.errors import UserError
 from maskrcnn.model.build import build_model
+from maskrcnn.model.inference import prepare_for_inference
 from maskrcnn.model.mask_rcnn import MaskRCNN
 from maskrcnn.structures.masks import bitmap_to_rle
 
@@ -117,8 +118,13 @@ class Predictor:
         class_names: list[str],
         category_ids: list[int],
         device: torch.device,
+        prepared: bool = False,
     ):
-        self.model = model.eval().to(device)
+        """model: a MaskRCNN with its weights; the Predictor runs a converted copy of it, made for fast inference
+        (``model.inference.prepare_for_inference``: folded norms, fused kernels, channels-last), and leaves
+        ``model`` as it is, apart from ``eval()`` and ``to(device)``. prepared: ``model`` is that conversion already."""
+        model = model.eval().to(device)
+        self.model = model if prepared else prepare_for_inference(model)
         self.config = config
         self.class_names = list(class_names)
         self.category_ids = list(category_ids)
@@ -130,7 +136,10 @@ class Predictor:
         ckpt = load_checkpoint(weights)
         model = build_model(ckpt.config.model)
         load_state_into(model, ckpt.state_dict, path=weights)
-        return cls(model, config=ckpt.config, class_names=ckpt.class_names, category_ids=ckpt.category_ids, device=dev)
+        config, class_names, category_ids = ckpt.config, ckpt.class_names, ckpt.category_ids
+        del ckpt  # the weights now live in the model only
+        model = prepare_for_inference(model.to(dev), inplace=True)  # no one else holds this model: no copy
+        return cls(model, config=config, class_names=class_names, category_ids=category_ids, device=dev, prepared=True)
 
     @torch.inference_mode()
     def predict_arrays(self, images: list[np.ndarray], *, score_threshold: float = 0.5) -> list[Prediction]:
@@ -139,7 +148,7 @@ class Predictor:
             return []
         # (H, W, 3) -> (3, H, W)
         tensors = [torch.from_numpy(im).permute(2, 0, 1).to(self.device) for im in images]
-        outputs = self.model(tensors)
+        outputs = self.model(tensors, score_threshold=score_threshold)
         return [self._to_prediction(out, score_threshold) for out in outputs]
 
     def predict(
@@ -165,14 +174,16 @@ class Predictor:
 
     def _to_prediction(self, out: dict[str, torch.Tensor], score_threshold: float) -> Prediction:
         keep = out["scores"] >= score_threshold
-        labels = out["labels"][keep].cpu().numpy().astype(np.int64)
+        if not bool(keep.all()):  # the model already dropped them; indexing would copy every mask
+            out = {k: v[keep] for k, v in out.items()}
+        labels = out["labels"].cpu().numpy().astype(np.int64)
         return Prediction(
-            boxes=out["boxes"][keep].cpu().numpy().astype(np.float32),
-            scores=out["scores"][keep].cpu().numpy().astype(np.float32),
+            boxes=out["boxes"].cpu().numpy().astype(np.float32),
+            scores=out["scores"].cpu().numpy().astype(np.float32),
             labels=labels,
             class_names=[self.class_names[k - 1] for k in labels],
             category_ids=np.array([self.category_ids[k - 1] for k in labels], dtype=np.int64),
-            masks=out["masks"][keep].cpu().numpy(),
+            masks=out["masks"].cpu().numpy(),
         )
 
 

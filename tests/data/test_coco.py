@@ -16,6 +16,7 @@ from pycocotools import mask as mask_utils
 from maskrcnn.data.coco import CocoDataset, find_images_dir, load_coco_json
 from maskrcnn.data.transforms import Compose, RandomHorizontalFlip, ResizeShortestEdge
 from maskrcnn.errors import UserError
+from coco_rle import uncompressed_rle
 
 
 @pytest.fixture(scope="module")
@@ -115,17 +116,6 @@ def _rle(bitmap: np.ndarray) -> dict:
     return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
 
 
-def _uncompressed_rle(bitmap: np.ndarray) -> dict:
-    """Column-major run lengths starting with a run of zeros, as COCO writes crowd masks."""
-    flat = bitmap.astype(np.uint8).ravel(order="F")
-    changes = np.flatnonzero(np.diff(flat)) + 1
-    bounds = np.concatenate([[0], changes, [len(flat)]])
-    counts = np.diff(bounds).tolist()
-    if flat[0] == 1:
-        counts = [0] + counts
-    return {"size": list(bitmap.shape), "counts": counts}
-
-
 def _dataset_dir(tmp_path: Path, write_image, annotations: list[dict], *, images=None, categories=None) -> Path:
     """tmp_path/annotations.json with images 0.png (40x30) and 1.png (20x20) in tmp_path/images/."""
     images = images or [
@@ -158,8 +148,8 @@ def test_compressed_and_uncompressed_rle_and_crowd(tmp_path, write_image):
         write_image,
         [
             {"image_id": 10, "category_id": 9, "segmentation": _rle(a), "iscrowd": 0},
-            {"image_id": 10, "category_id": 5, "segmentation": _uncompressed_rle(b), "iscrowd": 0},
-            {"image_id": 10, "category_id": 5, "segmentation": _uncompressed_rle(crowd), "iscrowd": 1},
+            {"image_id": 10, "category_id": 5, "segmentation": uncompressed_rle(b), "iscrowd": 0},
+            {"image_id": 10, "category_id": 5, "segmentation": uncompressed_rle(crowd), "iscrowd": 1},
         ],
     )
     dataset = CocoDataset(json_path)

@@ -14,7 +14,6 @@ from maskrcnn.cli import main
 from maskrcnn.config import load_config
 from maskrcnn.engine import train as train_module
 from maskrcnn.engine.train import NonFiniteLoss, TrainJob, train
-from maskrcnn.errors import UserError
 
 
 def job(data, out, *overrides, resume=False, val=False):

@@ -18,6 +18,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from coco_rle import uncompressed_rle
+
 CATEGORIES = [
     {"id": 1, "name": "cat"},
     {"id": 2, "name": "dog"},
@@ -31,17 +33,6 @@ def ellipse_polygon(cx: float, cy: float, rx: float, ry: float, *, points: int =
     angles = np.linspace(0, 2 * np.pi, points, endpoint=False)
     xy = np.stack([cx + rx * np.cos(angles), cy + ry * np.sin(angles)], axis=1)
     return [round(float(v), 2) for v in xy.reshape(-1)]
-
-
-def uncompressed_rle(bitmap: np.ndarray) -> dict:
-    """ndarray[H, W] bool -> COCO uncompressed RLE (column-major run lengths, starting with a run of zeros)."""
-    flat = bitmap.astype(np.uint8).reshape(-1, order="F")
-    changes = np.flatnonzero(np.diff(flat)) + 1
-    bounds = np.concatenate([[0], changes, [len(flat)]])
-    counts = np.diff(bounds).tolist()
-    if flat[0] == 1:
-        counts = [0] + counts
-    return {"size": list(bitmap.shape), "counts": counts}
 
 
 def polygon_rle(polygon: list[float], height: int, width: int) -> dict:

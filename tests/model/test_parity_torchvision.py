@@ -7,32 +7,11 @@ import re
 
 import pytest
 import torch
-from torchvision.models.detection import maskrcnn_resnet50_fpn
-from torchvision.ops import box_iou
 
 import maskrcnn
 from maskrcnn.checkpoint import load_checkpoint
 from maskrcnn.data.images import read_image
-
-
-def randomised_torchvision_model() -> torch.nn.Module:
-    """torchvision's R50-FPN Mask R-CNN with fixed random weights that behave like a trained file's:
-    non-trivial BatchNorm statistics used with eps 0 (as in the COCO file), and class logits scaled up so that
-    detections are confident (scores around 0.9)."""
-    torch.manual_seed(0)
-    model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).eval()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                m.eps = 0.0
-                m.weight.copy_(torch.rand(n, generator=g) * 0.5 + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=g) * 4 + 1)
-        model.roi_heads.box_predictor.cls_score.weight.mul_(120.0)
-    return model
+from torchvision_oracle import Detections, match_detections, randomised_torchvision_model
 
 
 @pytest.fixture(scope="module")
@@ -66,22 +45,8 @@ def test_torchvision_checkpoint_gives_the_same_detections_and_masks(torchvision_
         assert len(expected["scores"]) > 20, "the oracle must produce detections for the test to mean anything"
         assert got.masks.shape[1:] == image.shape[:2]
 
-        got_boxes = torch.from_numpy(got.boxes)
-        iou = box_iou(expected["boxes"], got_boxes)  # (E, D)
-        same_label = expected["labels"][:, None] == torch.from_numpy(got.labels)[None, :]
-        close_score = (expected["scores"][:, None] - torch.from_numpy(got.scores)[None, :]).abs() < 1e-3
-        candidates = (iou > 0.99) & same_label & close_score
-        total += len(expected["scores"])
-        for e in range(len(expected["scores"])):
-            js = torch.nonzero(candidates[e]).squeeze(1)
-            if len(js) == 0:
-                continue
-            matched += 1
-            j = js[iou[e, js].argmax()]
-            ref_mask = expected["masks"][e, 0] > 0.5
-            our_mask = torch.from_numpy(got.masks[j])
-            union = (ref_mask | our_mask).sum().item()
-            mask_ious.append((ref_mask & our_mask).sum().item() / union if union else 1.0)
+        m, t, ious = match_detections(Detections.from_torchvision(expected), got)
+        matched, total, mask_ious = matched + m, total + t, mask_ious + ious
 
     print(f"\nPARITY matched {matched}/{total}, worst mask IoU {min(mask_ious):.4f}")
     assert matched / total >= 0.97, f"{matched}/{total} detections matched"

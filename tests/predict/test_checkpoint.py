@@ -9,6 +9,7 @@ from maskrcnn.checkpoint import load_checkpoint, load_imagenet_backbone, save_ch
 from maskrcnn.config import preset
 from maskrcnn.errors import UserError
 from maskrcnn.model.build import build_model
+from maskrcnn.model.inference import prepare_for_inference
 
 
 def test_our_format_round_trip_gives_the_same_predictions(tiny_checkpoint, tmp_path):
@@ -19,6 +20,8 @@ def test_our_format_round_trip_gives_the_same_predictions(tiny_checkpoint, tmp_p
 
     model = build_model(loaded.config.model).eval()
     model.load_state_dict(loaded.state_dict)
+    # What the Predictor runs; tests/model/test_inference.py compares it with the unconverted model.
+    model = prepare_for_inference(model)
     image = (np.random.default_rng(0).random((100, 140, 3)) * 255).astype(np.uint8)
     with torch.no_grad():
         direct = model([torch.from_numpy(image).permute(2, 0, 1)])[0]

@@ -1,12 +1,38 @@
-"""Placeholder for ``maskrcnn export`` while it is being written."""
+"""``maskrcnn export``: a weights file -> an ONNX model that runs with ONNX Runtime (``predict --backend onnxruntime``)."""
 
-from maskrcnn.errors import UserError
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser("export", help="export a model to ONNX (in progress)")
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="export a model to ONNX (any image size, postprocessing included)",
+        description="Export a maskrcnn checkpoint or a torchvision maskrcnn_resnet50_fpn file to ONNX. The graph takes "
+        "one uint8 RGB image of any size (and a score threshold) and returns boxes, scores, labels and 28 x 28 mask "
+        "probabilities, with resizing, NMS and box decoding inside; `maskrcnn predict --backend onnxruntime` runs it "
+        "and pastes the masks. Class names and category ids travel in the file's metadata.",
+    )
+    p.add_argument("--weights", required=True, help="maskrcnn checkpoint or torchvision maskrcnn_resnet50_fpn file")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="export format (onnx)")
+    p.add_argument("--output", required=True, type=Path, help="file to write, e.g. model.onnx")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset version (default 17, at least 16)")
     p.set_defaults(run=run)
 
 
-def run(args) -> int:
-    raise UserError("`maskrcnn export` is not available yet")
+def run(args: argparse.Namespace) -> int:
+    from maskrcnn.errors import UserError
+    from maskrcnn.export import DEFAULT_OPSET, export_onnx
+    from maskrcnn.predict import Predictor
+
+    if args.output.exists() and args.output.is_dir():
+        raise UserError(f"--output {args.output} is a folder; give a file name such as {args.output / 'model.onnx'}")
+    predictor = Predictor.from_file(args.weights, device="cpu")
+    report = export_onnx(predictor, args.output, opset=args.opset or DEFAULT_OPSET)
+    print(
+        f"exported {args.weights} -> {report['path']} ({report['bytes'] / 2**20:.1f} MiB, ONNX opset {report['opset']}, "
+        f"{len(predictor.class_names)} classes) in {report['seconds']:.1f} s"
+    )
+    return 0

@@ -95,8 +95,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _load_predictor(args: argparse.Namespace):
     if args.backend == "onnxruntime":
+        from maskrcnn.errors import UserError
         from maskrcnn.export import OnnxPredictor
 
+        if args.device != "cpu":
+            raise UserError(f"--backend onnxruntime runs on the CPU only; drop --device {args.device}")
         return OnnxPredictor.from_file(args.weights)
     from maskrcnn.predict import Predictor
 

@@ -15,7 +15,6 @@ Resuming restores model, optimizer, RNG and iteration; the data stream is a pure
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -29,14 +28,11 @@ import torch
 from torch import Tensor
 
 from maskrcnn.checkpoint import (
+    apply_starting_weights,
     load_checkpoint,
-    load_imagenet_backbone,
     load_state_into,
-    read_file,
-    resize_class_heads,
+    read_starting_weights,
     save_checkpoint,
-    torchvision_to_ours,
-    _looks_like_torchvision,
 )
 from maskrcnn.config import Config, dump_yaml, replace_backbone, replace_model
 from maskrcnn.data.coco import CocoDataset
@@ -445,33 +441,3 @@ def _set_rng_state(state: dict[str, Any], rank: int) -> None:
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-def read_starting_weights(path: Path) -> tuple[str, dict[str, Tensor]]:
-    """Read a file to start training from -> (kind, state dict): "maskrcnn" or "torchvision" (our layout), or
-    "imagenet" (a torchvision ResNet classifier's layout)."""
-    obj = read_file(path)
-    if isinstance(obj, dict) and obj.get("format") == "maskrcnn":
-        return "maskrcnn", load_checkpoint(path).state_dict
-    state = obj.get("model", obj.get("state_dict", obj)) if isinstance(obj, dict) else None
-    if isinstance(state, dict) and _looks_like_torchvision(state):
-        return "torchvision", torchvision_to_ours(state)
-    if isinstance(state, dict) and "conv1.weight" in state:
-        return "imagenet", state
-    raise UserError(f"{path} is not a maskrcnn checkpoint, a torchvision Mask R-CNN or an ImageNet ResNet state dict")
-
-
-# Layers whose shape depends on the number of classes: re-initialised when starting from other classes.
-CLASS_SPECIFIC = ("roi_heads.box_predictor.", "roi_heads.mask_head.predictor.")
-
-
-def apply_starting_weights(
-    model: MaskRCNN, kind: str, state: dict[str, Tensor], *, num_classes: int, path: Path
-) -> None:
-    """Load what ``read_starting_weights`` returned; everything must fit except the class-specific layers."""
-    if kind == "imagenet":
-        load_imagenet_backbone(model, path)
-        return
-    state = resize_class_heads(state, num_classes)
-    fresh = {k: v for k, v in model.state_dict().items() if k.startswith(CLASS_SPECIFIC) and k not in state}
-    load_state_into(model, {**state, **fresh}, path=path)

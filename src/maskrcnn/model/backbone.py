@@ -39,7 +39,8 @@ class FrozenBatchNorm2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         scale, shift = self.scale_and_shift()
-        return x * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
+        # the shift is added in place: one activation-sized allocation fewer, the same result bit for bit
+        return (x * scale.reshape(1, -1, 1, 1)).add_(shift.reshape(1, -1, 1, 1))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # A BatchNorm2d state dict carries a step counter that frozen statistics have no use for.
@@ -78,7 +79,8 @@ class BasicBlock(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        out += identity  # in place, as out + identity bit for bit
+        return self.relu(out)
 
 
 class Bottleneck(nn.Module):
@@ -101,7 +103,8 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        out += identity  # in place, as out + identity bit for bit
+        return self.relu(out)
 
 
 def _shortcut(in_channels: int, out_channels: int, stride: int, norm: str, frozen_eps: float) -> nn.Module | None:

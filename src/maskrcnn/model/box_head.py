@@ -25,7 +25,7 @@ class BoxHead(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = x.flatten(1)  # (R, C, S, S) -> (R, C*S*S)
         for i in range(self.num_fc):
-            x = F.relu(getattr(self, f"fc{i + 1}")(x))
+            x = F.relu(getattr(self, f"fc{i + 1}")(x), inplace=True)  # the linear's output is not kept for backward
         return x
 
 

@@ -30,7 +30,7 @@ class FPN(nn.Module):
         for level in range(len(features) - 2, -1, -1):
             lateral = self.lateral_convs[level](features[level])
             upsampled = F.interpolate(top_down, size=lateral.shape[-2:], mode="nearest")
-            top_down = lateral + upsampled
+            top_down = lateral.add_(upsampled)  # in place, as lateral + upsampled bit for bit
             outputs.insert(0, self.output_convs[level](top_down))
         outputs.append(F.max_pool2d(outputs[-1], kernel_size=1, stride=2))  # P6
         return outputs

@@ -15,7 +15,6 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align
 
 
-
 class MaskHead(nn.Module):
     """``num_convs`` 3x3 conv + ReLU, a 2x2 stride-2 transposed conv + ReLU, a 1x1 conv to K+1 logit maps."""
 
@@ -32,11 +31,29 @@ class MaskHead(nn.Module):
         nn.init.normal_(self.predictor.weight, std=0.001)
         nn.init.zeros_(self.predictor.bias)
 
+    def features(self, x: Tensor) -> Tensor:
+        """(R, C, S, S) -> (R, D, 2S, 2S), the maps before the per-class predictor (D = conv_dim)."""
+        for conv in self.convs:
+            x = F.relu(conv(x), inplace=True)  # in place: a conv's output is not kept for its backward
+        return F.relu(self.deconv(x), inplace=True)
+
     def forward(self, x: Tensor) -> Tensor:
         """(R, C, S, S) -> mask logits (R, K+1, 2S, 2S)."""
-        for conv in self.convs:
-            x = F.relu(conv(x))
-        return self.predictor(F.relu(self.deconv(x)))
+        return self.predictor(self.features(x))
+
+    def class_logits(self, x: Tensor, labels: Tensor) -> Tensor:
+        """(R, C, S, S), labels (R,) in 1..K -> (R, 2S, 2S), each RoI's map of its own class only (inference)."""
+        return predict_class_maps(self.features(x), self.predictor, labels)
+
+
+def predict_class_maps(features: Tensor, predictor: nn.Conv2d, labels: Tensor) -> Tensor:
+    """The 1x1 ``predictor`` applied to each RoI for one class: features (R, D, M, M), labels (R,) -> (R, M, M).
+
+    Equals ``predictor(features)[arange(R), labels]`` without computing the K other maps (K times fewer products).
+    """
+    weight = predictor.weight[labels, :, 0, 0]  # (K+1, D, 1, 1) -> (R, D)
+    # (R, D, M, M) x (R, D) -> (R, M, M)
+    return torch.einsum("rdhw,rd->rhw", features, weight) + predictor.bias[labels][:, None, None]
 
 
 def mask_targets(gt_masks: Tensor, matched: Tensor, boxes: Tensor, *, size: int, aligned: bool) -> Tensor:

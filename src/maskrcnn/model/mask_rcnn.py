@@ -49,15 +49,21 @@ class MaskRCNN(nn.Module):
         self.mask_threshold = mask_threshold
 
     def forward(
-        self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None
+        self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None, *, score_threshold: float = 0.0
     ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
-        """images: N x Tensor[3, H_i, W_i], RGB, uint8 or float in [0, 1]."""
+        """images: N x Tensor[3, H_i, W_i], RGB, uint8 or float in [0, 1].
+
+        score_threshold (inference): detections scoring below it are dropped before the mask head, so that no mask
+        is computed or pasted for them; the others are exactly those of a threshold of 0.
+        """
         original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
         batch = self.preprocess(images)
         features = self.backbone(batch.tensor)  # [P2, P3, P4, P5, P6]
         padded_size = (int(batch.tensor.shape[-2]), int(batch.tensor.shape[-1]))
         proposals, rpn_losses = self.rpn(features, batch.image_sizes, padded_size, targets)
-        detections, roi_losses = self.roi_heads(features[:4], proposals, batch.image_sizes, targets)
+        detections, roi_losses = self.roi_heads(
+            features[:4], proposals, batch.image_sizes, targets, score_threshold=score_threshold
+        )
         if self.training:
             return {**rpn_losses, **roi_losses}
         return self.postprocess(detections, batch.image_sizes, original_sizes)

@@ -6,6 +6,9 @@ Level of a box of area a (FPN paper, eq. 1): k = floor(4 + log2(sqrt(a) / 224)),
 so a 224 x 224 box reads P4, a 112 x 112 box P3. Sampling is bilinear at ``sampling_ratio`` x ``sampling_ratio``
 points per bin, with no quantisation of box coordinates; ``aligned=True`` shifts boxes by half a pixel so that pixel
 centres sit at integer + 0.5 (detectron2's ROIAlignV2), ``aligned=False`` is the original (and torchvision's) form.
+
+Channels-last CPU feature maps (those of ``model/inference.py``'s prepared model) are pooled by
+``roi_align_channels_last``, the same function computed as a weighted gather; everything else by torchvision's kernel.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
+from maskrcnn.model.roi_align import roi_align_channels_last
 from maskrcnn.structures.boxes import box_area
 
 
@@ -62,6 +66,20 @@ class MultiLevelRoIAlign(nn.Module):
         return out
 
     def _align(self, feature: Tensor, rois: Tensor, scale: float) -> Tensor:
+        if (
+            feature.device.type == "cpu"
+            and self.sampling_ratio > 0
+            and feature.is_contiguous(memory_format=torch.channels_last)
+            and not feature.is_contiguous()
+        ):
+            return roi_align_channels_last(
+                feature,
+                rois,
+                output_size=self.output_size[0],
+                spatial_scale=scale,
+                sampling_ratio=self.sampling_ratio,
+                aligned=self.aligned,
+            )
         return roi_align(
             feature,
             rois.to(feature.dtype),

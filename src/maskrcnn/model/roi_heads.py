@@ -64,11 +64,15 @@ class RoIHeads(nn.Module):
         proposals: list[Tensor],
         image_sizes: list[tuple[int, int]],
         targets: list[dict[str, Tensor]] | None = None,
+        *,
+        score_threshold: float = 0.0,
     ) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
         """features: the pooled levels L x (N, C, H_l, W_l); proposals: N x Tensor[R_i, 4].
 
         Training -> ([], losses). Inference -> (N x {"boxes": (D, 4), "scores": (D,), "labels": (D,) int64 in 1..K,
-        "mask_probs": (D, M, M)}, {}), boxes in the coordinates of the (resized) input images.
+        "mask_probs": (D, M, M)}, {}), boxes in the coordinates of the (resized) input images; the detections of
+        each image are those of ``score_thresh``, NMS and ``detections_per_image``, less those scoring below
+        ``score_threshold`` (dropped before the mask branch).
         """
         if self.training:
             if targets is None:
@@ -77,7 +81,14 @@ class RoIHeads(nn.Module):
             losses = self._forward_box_train(features, samples)
             losses.update(self._forward_mask_train(features, samples, targets))
             return [], losses
+        if features[0].device.type == "cpu":
+            # one channels-last copy of each level, read by both poolers' fast CPU RoIAlign (model/roi_align.py)
+            features = [f.contiguous(memory_format=torch.channels_last) for f in features]
         detections = self._forward_box_inference(features, proposals, image_sizes)
+        if score_threshold > 0:
+            for d in detections:
+                keep = d["scores"] >= score_threshold
+                d.update({k: v[keep] for k, v in d.items()})
         self._forward_mask_inference(features, detections)
         return detections, {}
 
@@ -184,8 +195,7 @@ class RoIHeads(nn.Module):
             for d in detections:
                 d["mask_probs"] = d["boxes"].new_zeros((0, size, size))
             return
-        mask_logits = self.mask_head(self.mask_pooler(features, boxes))  # (D, K+1, M, M)
         labels = torch.cat([d["labels"] for d in detections])
-        probs = mask_logits[torch.arange(len(labels), device=labels.device), labels].sigmoid()  # (D, M, M)
+        probs = self.mask_head.class_logits(self.mask_pooler(features, boxes), labels).sigmoid()  # (D, M, M)
         for d, p in zip(detections, probs.split([len(b) for b in boxes])):
             d["mask_probs"] = p

@@ -33,7 +33,7 @@ class RPNHead(nn.Module):
         """features: L x (N, C, H_l, W_l) -> logits L x (N, A, H_l, W_l), deltas L x (N, A*4, H_l, W_l)."""
         logits, deltas = [], []
         for x in features:
-            x = F.relu(self.conv(x))
+            x = F.relu(self.conv(x), inplace=True)  # in place: the conv's output is not kept for its backward
             logits.append(self.objectness_logits(x))
             deltas.append(self.anchor_deltas(x))
         return logits, deltas

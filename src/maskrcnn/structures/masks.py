@@ -77,11 +77,16 @@ def paste_masks(mask_probs: Tensor, boxes: Tensor, image_size: tuple[int, int], 
     The M x M map is first padded by one zero pixel on each side and its box grown by (M + 2) / M to match, so that
     the mask can fade out at the box edge; the box is then snapped to whole pixels, the padded map bilinearly
     resized to the snapped box's size, and copied in (the part inside the image). This is the pasting rule of
-    torchvision's Mask R-CNN, kept so that its weights give its masks. Only each box's region is computed.
+    torchvision's Mask R-CNN, kept so that its weights give its masks. Only each box's region is computed (and, on
+    CPU, only its rows of the output are ever written: the rest stays as untouched zero pages).
     """
     num, size = mask_probs.shape[0], mask_probs.shape[-1]
     height, width = image_size
-    out = torch.zeros((num, height, width), dtype=torch.bool, device=mask_probs.device)
+    if mask_probs.device.type == "cpu":
+        # numpy's zeros come from calloc: fresh zero pages that are only touched (written) inside the boxes
+        out = torch.from_numpy(np.zeros((num, height, width), dtype=bool))
+    else:
+        out = torch.zeros((num, height, width), dtype=torch.bool, device=mask_probs.device)
     if num == 0:
         return out
     padded = F.pad(mask_probs, (1, 1, 1, 1))  # (D, M+2, M+2)

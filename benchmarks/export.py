@@ -1,0 +1,97 @@
+"""ONNX export of the R50-FPN model, then CPU latency of ONNX Runtime against our PyTorch path, interleaved, and the
+agreement of their detections (the parity test's matching rule).
+
+    python benchmarks/export.py                     # 3 real images, warm-up + 5 timed rounds
+    python benchmarks/export.py --runs 7 --images a.jpg b.jpg
+
+Weights: torchvision's R50-FPN with the parity test's randomised weights, saved to a file and loaded with
+``maskrcnn.load``; the export is ``maskrcnn export`` (``maskrcnn.export.export_onnx``) of that predictor. Both run
+the whole prediction of ``predict_arrays(score_threshold=0)``: every detection, masks pasted at full size (the ONNX
+graph ends at the 28 x 28 mask probabilities, which OnnxPredictor pastes with the same function as PyTorch).
+ONNX Runtime runs with its default CPU settings (graph optimisations on, one intra-op thread per core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+from torchvision_oracle import match_detections  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", nargs="+", default=common.DEFAULT_IMAGES, help="paths (relative: to shared data)")
+    parser.add_argument("--runs", type=int, default=5, help="timed rounds after one warm-up round (default 5)")
+    args = parser.parse_args()
+
+    import torch
+
+    import maskrcnn
+    from maskrcnn.data.images import read_image
+    from maskrcnn.export import OnnxPredictor, export_onnx
+
+    print(f"command: {common.command_line()}")
+    print(f"machine: {common.machine()}")
+    arrays = [read_image(p if Path(p).is_absolute() else common.DATA / p) for p in args.images]
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "maskrcnn_resnet50_fpn_randomised.pth"
+        torch.save(common.randomised_torchvision_state_dict(), weights)
+        ours = maskrcnn.load(weights)
+        report = export_onnx(maskrcnn.load(weights), Path(tmp) / "model.onnx")
+        print(f"export: {report['bytes'] / 2**20:.1f} MiB, opset {report['opset']}, {report['seconds']:.1f} s")
+        start = time.perf_counter()
+        onnx_predictor = OnnxPredictor.from_file(report["path"])
+        print(f"onnxruntime session: {time.perf_counter() - start:.1f} s to load")
+
+        runners = {
+            "pytorch (ours)": lambda image: ours.predict_arrays([image], score_threshold=0.0)[0],
+            "onnxruntime": lambda image: onnx_predictor.predict_arrays([image], score_threshold=0.0)[0],
+        }
+        times = {name: [] for name in runners}
+        order = list(runners)
+        last = {}
+        for round_index in range(args.runs + 1):
+            per_image = {name: [] for name in runners}
+            for i, image in enumerate(arrays):
+                for name in order:
+                    start = time.perf_counter()
+                    last[name, i] = runners[name](image)
+                    per_image[name].append(time.perf_counter() - start)
+            order.reverse()
+            if round_index > 0:
+                for name in runners:
+                    times[name].append(per_image[name])
+                print(f"round {round_index}: " + "  ".join(f"{n} {sum(t):.2f} s" for n, t in per_image.items()),
+                      flush=True)
+
+    matched = total = 0
+    ious: list[float] = []
+    for i in range(len(arrays)):
+        m, t, iou = match_detections(last["pytorch (ours)", i], last["onnxruntime", i])
+        matched, total, ious = matched + m, total + t, ious + iou
+    print(f"machine after: {common.machine()}")
+    print()
+    print("| backend | " + " | ".join(f"{Path(p).name} ms" for p in args.images) + " | ms/image |")
+    print("|---|" + "---:|" * (len(args.images) + 1))
+    totals = {}
+    for name, rounds in times.items():
+        per_image_ms = [common.median([r[i] for r in rounds]) * 1000 for i in range(len(arrays))]
+        totals[name] = common.median([sum(r) for r in rounds])
+        print(f"| {name} | " + " | ".join(f"{ms:.0f}" for ms in per_image_ms)
+              + f" | {totals[name] / len(arrays) * 1000:.0f} |")
+    print()
+    print(f"onnxruntime / pytorch time: {totals['onnxruntime'] / totals['pytorch (ours)']:.2f} "
+          f"(median of {args.runs} rounds)")
+    print(f"onnxruntime vs pytorch detections: matched {matched}/{total}, worst mask IoU {min(ious):.4f}, "
+          f"{sum(i > 0.98 for i in ious)}/{len(ious)} matched masks with IoU > 0.98, median {common.median(ious):.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""RoIAlign on channels-last feature maps, as one weighted gather (``embedding_bag``) per call.
+
+Shapes: N images, C channels, H x W feature map, R boxes, S output size, g = sampling ratio (points per bin axis).
+
+Same definition as torchvision's ``roi_align`` (He et al. 2017; ``aligned`` as detectron2's ROIAlignV2): bin (i, j)
+of a box averages the bilinear interpolation of the feature map at g x g regularly spaced points inside it. A point
+more than one pixel outside the map contributes 0; otherwise it is clamped into the map. The average of a bin is a
+fixed linear combination of at most 4 g^2 feature vectors, so the pooled features are
+
+    out[r, i, j, :] = sum_k  weight[r, i, j, k] * features[index[r, i, j, k], :]
+
+with the feature map viewed as an (N * H * W, C) table, which is what ``F.embedding_bag(mode="sum")`` computes, reading
+each C-vector contiguously when the map is channels-last. Example: a 1 x 1 box [0, 0, 1, 1] with S = 1, g = 1 and
+aligned=False samples the point (0.5, 0.5): the mean of the four pixels around it, weight 1/4 each.
+
+torchvision's CPU kernel loops over channels for each sampling point and first makes a channels-last map contiguous;
+this form is about 10x faster on CPU at R = 1000, C = 256, S = 7, and is used for inference only.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _axis_samples(
+    start: Tensor, bin_size: Tensor, *, size: int, output_size: int, sampling_ratio: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Sample positions along one axis of each box and their two bilinear neighbours.
+
+    start, bin_size: (R,) -> low, high: (R, S*g) int64 pixel indices; w_low, w_high: (R, S*g) weights, zero for
+    points more than one pixel outside the map.
+    """
+    bins = torch.arange(output_size, dtype=start.dtype, device=start.device).repeat_interleave(sampling_ratio)
+    within = torch.arange(sampling_ratio, dtype=start.dtype, device=start.device).repeat(output_size)
+    # torchvision's order of operations: start + bin * bin_size + (k + 0.5) * bin_size / g
+    pos = start[:, None] + bins * bin_size[:, None] + (within + 0.5) * bin_size[:, None] / sampling_ratio
+    valid = (pos >= -1.0) & (pos <= size)
+    pos = pos.clamp(min=0)
+    low = pos.to(torch.int64)  # truncation (pos >= 0)
+    at_edge = low >= size - 1
+    low = low.clamp(max=size - 1)
+    high = torch.where(at_edge, low, low + 1)
+    pos = torch.where(at_edge, low.to(pos.dtype), pos)
+    frac = pos - low
+    w_high = frac * valid
+    w_low = (1 - frac) * valid
+    return low, high, w_low, w_high
+
+
+def roi_align_channels_last(
+    features: Tensor, rois: Tensor, *, output_size: int, spatial_scale: float, sampling_ratio: int, aligned: bool
+) -> Tensor:
+    """features: Tensor[N, C, H, W] (channels-last is fastest); rois: Tensor[R, 5] (batch index, x1, y1, x2, y2) in
+    image pixels -> Tensor[R, C, S, S], a channels-last view. ``sampling_ratio`` must be positive."""
+    if sampling_ratio <= 0:
+        raise ValueError("roi_align_channels_last needs a fixed sampling_ratio > 0")
+    num_images, channels, height, width = features.shape
+    size, g = output_size, sampling_ratio
+    num_rois = rois.shape[0]
+    if num_rois == 0:
+        return features.new_zeros((0, channels, size, size))
+    rois = rois.to(features.dtype)
+    offset = 0.5 if aligned else 0.0
+    x1 = rois[:, 1] * spatial_scale - offset
+    y1 = rois[:, 2] * spatial_scale - offset
+    box_w = rois[:, 3] * spatial_scale - offset - x1
+    box_h = rois[:, 4] * spatial_scale - offset - y1
+    if not aligned:  # the original RoIAlign makes every box at least 1 x 1
+        box_w, box_h = box_w.clamp(min=1.0), box_h.clamp(min=1.0)
+    yl, yh, wyl, wyh = _axis_samples(y1, box_h / size, size=height, output_size=size, sampling_ratio=g)
+    xl, xh, wxl, wxh = _axis_samples(x1, box_w / size, size=width, output_size=size, sampling_ratio=g)
+
+    # Row index into the (N*H*W, C) table of each (point y, point x, corner): (R, S*g, S*g, 4)
+    image_offset = rois[:, 0].to(torch.int64)[:, None, None] * (height * width)
+    rows_low, rows_high = (yl * width)[:, :, None], (yh * width)[:, :, None]
+    index = torch.stack(
+        [rows_low + xl[:, None, :], rows_low + xh[:, None, :], rows_high + xl[:, None, :], rows_high + xh[:, None, :]],
+        dim=-1,
+    ) + image_offset[..., None]
+    wy = torch.stack([wyl, wyl, wyh, wyh], dim=-1)[:, :, None, :]  # (R, S*g, 1, 4)
+    wx = torch.stack([wxl, wxh, wxl, wxh], dim=-1)[:, None, :, :]  # (R, 1, S*g, 4)
+    weight = wy * wx / (g * g)  # (R, S*g, S*g, 4), the bin average folded in
+
+    # (R, S, g, S, g, 4) -> (R, S, S, g, g, 4) -> (R*S*S, 4g^2): one bag of samples per output bin
+    index = index.view(num_rois, size, g, size, g, 4).permute(0, 1, 3, 2, 4, 5).reshape(num_rois * size * size, -1)
+    weight = weight.view(num_rois, size, g, size, g, 4).permute(0, 1, 3, 2, 4, 5).reshape(num_rois * size * size, -1)
+    # (N, C, H, W) -> (N, H, W, C) -> (N*H*W, C): a view when the map is channels-last
+    table = features.permute(0, 2, 3, 1).reshape(num_images * height * width, channels)
+    pooled = F.embedding_bag(index, table, per_sample_weights=weight, mode="sum")  # (R*S*S, C)
+    # (R*S*S, C) -> (R, S, S, C) -> (R, C, S, S), channels-last strides
+    return pooled.view(num_rois, size, size, channels).permute(0, 3, 1, 2)
