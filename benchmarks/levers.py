@@ -116,32 +116,22 @@ def main() -> None:
     )
 
     # ---- 3x3 convolutions: oneDNN direct (channels-last) against NNPACK Winograd (NCHW)
-    conv = model.rpn.head.conv
-    direct, winograd = FusedConv2d(conv, relu=True), FusedConv2d(conv, relu=True, winograd=True)
-    p2 = torch.randn(1, 256, 200, 304)
-    p2_cl = p2.contiguous(memory_format=torch.channels_last)
-    compare(
-        "RPN 3x3 conv + ReLU on P2 (1, 256, 200, 304)",
-        {
-            "eager conv2d + relu (NCHW)": lambda: F.relu(conv(p2)),
-            "oneDNN, channels-last, fused ReLU": lambda: direct(p2_cl),
-            "NNPACK Winograd F(6x6, 3x3), NCHW": lambda: winograd(p2),
-        },
-        args.runs,
-    )
-    mask_conv = model.roi_heads.mask_head.convs[0]
     rois = torch.randn(100, 256, 14, 14)
-    direct_m, winograd_m = FusedConv2d(mask_conv, relu=True), FusedConv2d(mask_conv, relu=True, winograd=True)
-    rois_cl = rois.contiguous(memory_format=torch.channels_last)
-    compare(
-        "mask head 3x3 conv + ReLU on 100 RoIs (100, 256, 14, 14)",
-        {
-            "eager conv2d + relu (NCHW)": lambda: F.relu(mask_conv(rois)),
-            "oneDNN, channels-last, fused ReLU": lambda: direct_m(rois_cl),
-            "NNPACK Winograd, NCHW": lambda: winograd_m(rois),
-        },
-        args.runs,
-    )
+    for title, conv, x in (
+        ("RPN 3x3 conv + ReLU on P2 (1, 256, 200, 304)", model.rpn.head.conv, torch.randn(1, 256, 200, 304)),
+        ("mask head 3x3 conv + ReLU on 100 RoIs (100, 256, 14, 14)", model.roi_heads.mask_head.convs[0], rois),
+    ):
+        direct, winograd = FusedConv2d(conv, relu=True), FusedConv2d(conv, relu=True, winograd=True)
+        x_cl = x.contiguous(memory_format=torch.channels_last)
+        compare(
+            title,
+            {
+                "eager conv2d + relu (NCHW)": lambda conv=conv, x=x: F.relu(conv(x)),
+                "oneDNN, channels-last, fused ReLU": lambda direct=direct, x_cl=x_cl: direct(x_cl),
+                "NNPACK Winograd F(6x6, 3x3), NCHW": lambda winograd=winograd, x=x: winograd(x),
+            },
+            args.runs,
+        )
 
     # ---- FPN lateral 1x1 + top-down add, producing the NCHW map the Winograd output conv reads
     c2 = torch.randn(1, 256, 200, 304).contiguous(memory_format=torch.channels_last)

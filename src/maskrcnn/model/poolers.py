@@ -7,7 +7,7 @@ so a 224 x 224 box reads P4, a 112 x 112 box P3. Sampling is bilinear at ``sampl
 points per bin, with no quantisation of box coordinates; ``aligned=True`` shifts boxes by half a pixel so that pixel
 centres sit at integer + 0.5 (detectron2's ROIAlignV2), ``aligned=False`` is the original (and torchvision's) form.
 
-Channels-last CPU feature maps (those of ``model/inference.py``'s prepared model) are pooled by
+Channels-last CPU feature maps (``RoIHeads`` makes them at inference on the CPU) are pooled by
 ``roi_align_channels_last``, the same function computed as a weighted gather; everything else by torchvision's kernel.
 """
 
