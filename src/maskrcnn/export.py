@@ -190,15 +190,10 @@ class OnnxPredictor:
                 (image.shape[0], image.shape[1]),
                 threshold=self.mask_threshold,
             )
-            labels = out["labels"].astype(np.int64)
             predictions.append(
-                Prediction(
-                    boxes=out["boxes"].astype(np.float32),
-                    scores=out["scores"].astype(np.float32),
-                    labels=labels,
-                    class_names=[self.class_names[k - 1] for k in labels],
-                    category_ids=np.array([self.category_ids[k - 1] for k in labels], dtype=np.int64),
-                    masks=masks.numpy(),
+                Prediction.from_arrays(
+                    boxes=out["boxes"], scores=out["scores"], labels=out["labels"], masks=masks.numpy(),
+                    class_names=self.class_names, category_ids=self.category_ids,
                 )
             )
         return predictions

@@ -46,6 +46,23 @@ class Prediction:
     category_ids: np.ndarray
     masks: np.ndarray
 
+    @classmethod
+    def from_arrays(
+        cls, *, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, masks: np.ndarray,
+        class_names: list[str], category_ids: list[int],
+    ) -> Prediction:
+        """One image's detections as arrays (labels 1..K) -> a Prediction, labels named by ``class_names`` and
+        mapped to the dataset's ``category_ids`` (both K long, in label order)."""
+        labels = labels.astype(np.int64)
+        return cls(
+            boxes=boxes.astype(np.float32),
+            scores=scores.astype(np.float32),
+            labels=labels,
+            class_names=[class_names[k - 1] for k in labels],
+            category_ids=np.array([category_ids[k - 1] for k in labels], dtype=np.int64),
+            masks=masks,
+        )
+
     def __len__(self) -> int:
         return len(self.scores)
 
@@ -149,7 +166,7 @@ class Predictor:
         # (H, W, 3) -> (3, H, W)
         tensors = [torch.from_numpy(im).permute(2, 0, 1).to(self.device) for im in images]
         outputs = self.model(tensors, score_threshold=score_threshold)
-        return [self._to_prediction(out, score_threshold) for out in outputs]
+        return [self._to_prediction(out) for out in outputs]
 
     def predict(
         self, images: ImageInput | Iterable[ImageInput], *, score_threshold: float = 0.5, batch_size: int = 1
@@ -172,18 +189,12 @@ class Predictor:
                 batch = []
         yield from self.predict_arrays(batch, score_threshold=score_threshold)
 
-    def _to_prediction(self, out: dict[str, torch.Tensor], score_threshold: float) -> Prediction:
-        keep = out["scores"] >= score_threshold
-        if not bool(keep.all()):  # the model already dropped them; indexing would copy every mask
-            out = {k: v[keep] for k, v in out.items()}
-        labels = out["labels"].cpu().numpy().astype(np.int64)
-        return Prediction(
-            boxes=out["boxes"].cpu().numpy().astype(np.float32),
-            scores=out["scores"].cpu().numpy().astype(np.float32),
-            labels=labels,
-            class_names=[self.class_names[k - 1] for k in labels],
-            category_ids=np.array([self.category_ids[k - 1] for k in labels], dtype=np.int64),
-            masks=out["masks"].cpu().numpy(),
+    def _to_prediction(self, out: dict[str, torch.Tensor]) -> Prediction:
+        """The model's output for one image (already without detections under the score threshold)."""
+        return Prediction.from_arrays(
+            **{k: out[k].cpu().numpy() for k in ("boxes", "scores", "labels", "masks")},
+            class_names=self.class_names,
+            category_ids=self.category_ids,
         )
 
 
