@@ -1,8 +1,9 @@
 """``maskrcnn evaluate``: COCO box and mask AP of a model, or of a results file, against a COCO json; with a report.
 
 Writes into OUTPUT: metrics.json (``{"bbox": {"AP", "AP50", "AP75", "APs", "APm", "APl"}, "segm": {...}}`` in
-percent, null where there is nothing to score), predictions.json (with --weights: the model's COCO results), and
-unless --no-report the pictures and index.html of ``maskrcnn.evaluation.report``.
+percent, null where there is nothing to score; with ``--metric openimages`` also ``"openimages": {"mAP", "per_class"}``),
+predictions.json (with --weights: the model's COCO results), and unless --no-report the pictures and index.html of
+``maskrcnn.evaluation.report``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import argparse
 from pathlib import Path
 
 from maskrcnn.errors import UserError
+
+METRICS = ("coco", "openimages")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,6 +47,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="bbox,segm",
         help="what to score, comma-separated: bbox, segm (default bbox,segm; bbox alone for box-only results)",
     )
+    p.add_argument(
+        "--metric",
+        default="coco",
+        help="coco (default), openimages (the Open Images Challenge 2019 instance-segmentation metric: mAP at mask "
+        "IoU 0.5 with group-of regions, box-only instances, verified labels and the class hierarchy), or both: "
+        "coco,openimages",
+    )
+    p.add_argument(
+        "--hierarchy",
+        type=Path,
+        metavar="FILE",
+        help="openimages: the class hierarchy json (default: .openimages/2018_04/bbox_labels_600_hierarchy.json "
+        "beside GT.json, as `maskrcnn openimages download` leaves it, when present)",
+    )
     p.add_argument("--no-report", action="store_true", help="write metrics.json only, no pictures")
     p.add_argument(
         "--score-threshold",
@@ -63,6 +80,25 @@ def _iou_types(text: str) -> tuple[str, ...]:
     if unknown or not chosen:
         raise UserError(f"--iou-types {text!r}: choose from {', '.join(IOU_TYPES)}")
     return chosen
+
+
+def _metrics(text: str) -> set[str]:
+    chosen = {m.strip() for m in text.split(",")} - {""}
+    if not chosen or not chosen <= set(METRICS):
+        raise UserError(f"--metric {text!r}: choose from {', '.join(METRICS)} (comma-separated for several)")
+    return chosen
+
+
+def _hierarchy(args: argparse.Namespace) -> Path | None:
+    """The hierarchy file for the Open Images metric: --hierarchy, else the one a download left beside the json."""
+    if args.hierarchy is not None:
+        if not args.hierarchy.is_file():
+            raise UserError(f"--hierarchy file not found: {args.hierarchy}")
+        return args.hierarchy
+    from maskrcnn.data.openimages.layout import HIERARCHY, cache_root
+
+    beside = cache_root(args.data.parent) / HIERARCHY
+    return beside if beside.is_file() else None
 
 
 def _prepare_output(path: Path) -> None:
@@ -95,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
     from maskrcnn.io import atomic_write_json
 
     iou_types = _iou_types(args.iou_types)
+    metrics_wanted = _metrics(args.metric)
+    hierarchy = _hierarchy(args) if "openimages" in metrics_wanted else None
     if args.images is not None and not args.images.is_dir():
         raise UserError(f"--images folder not found: {args.images}")
     if args.max_images < 0:
@@ -112,10 +150,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"predictions: {predictions_path} ({len(results)} results)")
         source = str(predictions_path)
 
-    result = evaluate_coco(gt, results, iou_types=iou_types, source=source)
-    print(format_summary(result))
+    result, openimages, metrics = None, None, {}
+    if "coco" in metrics_wanted:
+        result = evaluate_coco(gt, results, iou_types=iou_types, source=source)
+        print(format_summary(result))
+        metrics.update(result.metrics)
+    if "openimages" in metrics_wanted:
+        from maskrcnn.evaluation.openimages_eval import evaluate_openimages, format_openimages_summary
+
+        openimages = evaluate_openimages(gt, results, hierarchy=hierarchy, source=source)
+        print(format_openimages_summary(openimages))
+        metrics["openimages"] = openimages.to_json()
     metrics_path = args.output / "metrics.json"
-    atomic_write_json(metrics_path, result.metrics, indent=2)
+    atomic_write_json(metrics_path, metrics, indent=2)
     print(f"metrics: {metrics_path}")
     if not args.no_report:
         from maskrcnn.evaluation.report import write_report
@@ -128,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
             images_dir=args.images,
             max_images=args.max_images,
             score_threshold=args.score_threshold,
+            openimages=openimages,
         )
         print(f"report: {index}")
     return 0

@@ -12,8 +12,9 @@ inputs so that a user mistake becomes one clear ``UserError`` instead of an asse
   polygons), with the box dropped so that the detection's area for the small/medium/large split is its mask's area
   and not its box's (detectron2 scores masks the same way).
 - An empty results list scores 0 wherever ground truth exists (pycocotools itself refuses an empty list).
-- Ground-truth instances without a mask (no ``segmentation``, or only degenerate polygons) are *ignored regions*
-  for ``segm``: they are given their box as a crowd region, so a detection on them counts neither as a hit nor as a
+- Ground-truth instances without a mask (no ``segmentation``, only degenerate polygons, or ``"isbbox": true``: a
+  box-only instance whose ``segmentation`` is just its box, as ``maskrcnn openimages download`` writes them) are
+  *ignored regions* for ``segm``: they are given their box as a crowd region, so a detection on them counts neither as a hit nor as a
   false positive and no detection is required. If no ground-truth instance has a mask, ``segm`` is skipped with a
   note. Box scoring uses every instance.
 - A ground-truth annotation without ``area`` gets its mask's area (its box's when it has no mask), one without
@@ -47,6 +48,8 @@ from maskrcnn.errors import UserError
 
 IOU_TYPES = ("bbox", "segm")
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # the first six of COCOeval.stats, in order
+# Per-image verified labels: LVIS's two keys, and the classes verified present (Open Images' positive labels).
+VERIFIED_LABEL_KEYS = ("pos_category_ids", "neg_category_ids", "not_exhaustive_category_ids")
 
 
 @dataclass(frozen=True)
@@ -138,8 +141,8 @@ class GroundTruth:
     """A checked COCO instances json, reduced to what scoring and drawing need (fresh dicts, safe to hand on)."""
 
     path: Path | None  # the json it was read from; None for a dict
-    images: list[dict]  # {"id", "file_name", "height", "width"}
-    categories: list[dict]  # {"id", "name"}
+    images: list[dict]  # {"id", "file_name", "height", "width"} + the verified labels present (VERIFIED_LABEL_KEYS)
+    categories: list[dict]  # {"id", "name"} + "mid" when the json has one (Open Images)
     annotations: list[dict]  # {"id", "image_id", "category_id", "bbox", "area", "iscrowd", "segmentation" | None}
 
 
@@ -149,7 +152,7 @@ def _checked_annotation(ann: dict, *, size: tuple, label: str) -> dict:
     size: (height, width) of its image. ``UserError`` (prefixed with ``label``) for what cannot be scored.
     """
     height, width = size
-    segmentation = _clean_segmentation(ann.get("segmentation"))
+    segmentation = None if ann.get("isbbox") is True else _clean_segmentation(ann.get("segmentation"))
     rle = None
     if segmentation is not None:
         if not (_is_number(height) and _is_number(width)):
@@ -209,7 +212,11 @@ def load_ground_truth(gt: Path | dict | GroundTruth) -> GroundTruth:
         if not isinstance(cat, dict) or "id" not in cat:
             raise UserError(f"{name}: categories[{i}] has no `id`")
         categories.append({"id": cat["id"], "name": str(cat.get("name", cat["id"]))})
+        if isinstance(cat.get("mid"), str):
+            categories[-1]["mid"] = cat["mid"]
         category_ids.add(cat["id"])
+    for img, raw in zip(images, data["images"]):
+        img.update(_verified_labels(raw, category_ids, label=f"{name}: image {img['id']}"))
     sizes = {img["id"]: (img["height"], img["width"]) for img in images}
 
     numeric_ids = [a["id"] for a in raw_annotations if isinstance(a, dict) and isinstance(a.get("id"), int)]
@@ -229,6 +236,22 @@ def load_ground_truth(gt: Path | dict | GroundTruth) -> GroundTruth:
         annotations.append(annotation)
     path = gt if isinstance(gt, Path) else None
     return GroundTruth(path=path, images=images, categories=categories, annotations=annotations)
+
+
+def _verified_labels(image: dict, category_ids: set, *, label: str) -> dict[str, list]:
+    """The image's verified labels (LVIS convention, ``VERIFIED_LABEL_KEYS``) that it carries, checked."""
+    found = {}
+    for key in VERIFIED_LABEL_KEYS:
+        if key not in image:
+            continue
+        ids = image[key]
+        if not isinstance(ids, list):
+            raise UserError(f"{label}: `{key}` must be a list of category ids")
+        unknown = [c for c in ids if c not in category_ids]
+        if unknown:
+            raise UserError(f"{label}: `{key}` names category ids {unknown} that are not in `categories`")
+        found[key] = list(ids)
+    return found
 
 
 def _coco(images: list[dict], categories: list[dict], annotations: list[dict]) -> COCO:
@@ -428,6 +451,21 @@ def _unique_names(categories: list[dict]) -> list[str]:
     return [f"{n} (id {c['id']})" if names.count(n) > 1 else n for n, c in zip(names, categories)]
 
 
+def load_inputs(
+    gt: Path | dict | GroundTruth, results: Path | list[dict], *, source: str | None
+) -> tuple[GroundTruth, list[dict], str, list[str]]:
+    """Read and check the ground truth and the results, and match the results' images to the ground truth's ->
+    (ground truth, results with ground-truth image ids, how messages name the results, notes)."""
+    if source is None:
+        source = str(results) if isinstance(results, Path) else "results"
+    if isinstance(results, Path):
+        results = load_results(results)
+    ground_truth = load_ground_truth(gt)
+    _check_results(results, ground_truth, source=source)
+    results, notes = match_images(results, ground_truth, source=source)
+    return ground_truth, results, source, notes
+
+
 def evaluate_coco(
     gt: Path | dict | GroundTruth,
     results: Path | list[dict],
@@ -446,13 +484,7 @@ def evaluate_coco(
     for iou_type in iou_types:
         if iou_type not in IOU_TYPES:
             raise UserError(f"unknown iou type {iou_type!r}: choose from {', '.join(IOU_TYPES)}")
-    if source is None:
-        source = str(results) if isinstance(results, Path) else "results"
-    if isinstance(results, Path):
-        results = load_results(results)
-    ground_truth = load_ground_truth(gt)
-    _check_results(results, ground_truth, source=source)
-    results, notes = match_images(results, ground_truth, source=source)
+    ground_truth, results, source, notes = load_inputs(gt, results, source=source)
 
     metrics, per_class, precision = {}, {}, {}
     names = _unique_names(ground_truth.categories)

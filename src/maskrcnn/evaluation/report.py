@@ -5,7 +5,8 @@ Files written to the output folder (each atomically):
 - pr_curves.png: precision against recall at IoU 0.50 and 0.75, averaged over the classes that have ground truth.
 - pr_curves_per_class.png: the same at IoU 0.50 for each class, when there are at most 20 classes.
 - predictions.png: for a fixed sample of images, predictions (score >= threshold) | ground truth, side by side.
-- index.html: the metrics and per-class tables and the pictures above.
+- index.html: the metrics and per-class tables (COCO, and the Open Images challenge metric when scored) and the
+  pictures above (the AP and precision-recall plots are COCO's, drawn when COCO is scored).
 
 Plots use matplotlib's object API on an Agg canvas of their own: nothing global (pyplot, the default backend) is
 touched. The sample of images is spread evenly over the ground-truth images sorted by id, preferring those with
@@ -25,6 +26,7 @@ from maskrcnn import __version__
 from maskrcnn.data.images import read_image
 from maskrcnn.errors import UserError
 from maskrcnn.evaluation.coco_eval import METRIC_NAMES, CocoEvalResult, GroundTruth, load_ground_truth, match_images
+from maskrcnn.evaluation.openimages_eval import OpenImagesResult
 from maskrcnn.io import atomic_open, atomic_write_bytes
 from maskrcnn.structures.masks import bitmap_to_box, segmentation_to_bitmap
 from maskrcnn.visualize import draw_instances
@@ -325,15 +327,16 @@ def _number(value: float | None) -> str:
 
 
 def _html(
-    result: CocoEvalResult,
+    result: CocoEvalResult | None,
     *,
     pictures: list[tuple[str, str, str]],
     source: str,
     notes: list[str],
+    openimages: OpenImagesResult | None = None,
 ) -> str:
     """index.html: metrics, per-class AP, then each (heading or "", file, caption or "") picture."""
-    iou_types = list(result.metrics)
     e = html.escape
+    scored = result if result is not None else openimages
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8"><title>maskrcnn evaluation</title>',
@@ -341,22 +344,37 @@ def _html(
         "table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:0.25em 0.7em}"
         "td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f3f3f3}"
         "img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}</style></head><body>",
-        "<h1>COCO evaluation</h1>",
-        f"<p>{e(source)}: {result.num_images} images, {result.num_results} results. "
-        f"Scored with pycocotools (maskrcnn {e(__version__)}); numbers are percent, &ndash; where there is nothing "
-        "to score.</p>",
-        "<h2>Metrics</h2><table><tr><th></th>" + "".join(f"<th>{m}</th>" for m in METRIC_NAMES) + "</tr>",
+        "<h1>COCO evaluation</h1>" if result is not None else "<h1>Open Images evaluation</h1>",
+        f"<p>{e(source)}: {scored.num_images} images, {scored.num_results} results. "
+        f"Scored with {'pycocotools' if result is not None else 'the Open Images challenge metric'} "
+        f"(maskrcnn {e(__version__)}); numbers are percent, &ndash; where there is nothing to score.</p>",
     ]
-    for iou_type in iou_types:
-        cells = "".join(f'<td class="n">{_number(result.metrics[iou_type][m])}</td>' for m in METRIC_NAMES)
-        parts.append(f"<tr><th>{e(iou_type)}</th>{cells}</tr>")
-    parts.append("</table>")
-    parts.append("<h2>Per-class AP</h2><table><tr><th>class</th>")
-    parts.append("".join(f"<th>{e(t)}</th>" for t in iou_types) + "</tr>")
-    for name in result.class_names:
-        cells = "".join(f'<td class="n">{_number(result.per_class[t][name])}</td>' for t in iou_types)
-        parts.append(f"<tr><td>{e(name)}</td>{cells}</tr>")
-    parts.append("</table>")
+    if result is not None:
+        iou_types = list(result.metrics)
+        parts.append("<h2>Metrics</h2><table><tr><th></th>" + "".join(f"<th>{m}</th>" for m in METRIC_NAMES) + "</tr>")
+        for iou_type in iou_types:
+            cells = "".join(f'<td class="n">{_number(result.metrics[iou_type][m])}</td>' for m in METRIC_NAMES)
+            parts.append(f"<tr><th>{e(iou_type)}</th>{cells}</tr>")
+        parts.append("</table>")
+        parts.append("<h2>Per-class AP</h2><table><tr><th>class</th>")
+        parts.append("".join(f"<th>{e(t)}</th>" for t in iou_types) + "</tr>")
+        for name in result.class_names:
+            cells = "".join(f'<td class="n">{_number(result.per_class[t][name])}</td>' for t in iou_types)
+            parts.append(f"<tr><td>{e(name)}</td>{cells}</tr>")
+        parts.append("</table>")
+    if openimages is not None:
+        parts.append(
+            "<h2>Open Images challenge metric</h2>"
+            f"<p>Mask IoU 0.5, group-of weight {openimages.group_of_weight:g}: "
+            f"mAP <b>{_number(openimages.mean_ap)}</b></p>"
+            "<table><tr><th>class</th><th>AP</th><th>ground truth counted</th></tr>"
+        )
+        for name, ap in openimages.per_class.items():
+            parts.append(
+                f'<tr><td>{e(name)}</td><td class="n">{_number(ap)}</td>'
+                f'<td class="n">{openimages.num_gt[name]:g}</td></tr>'
+            )
+        parts.append("</table>")
     for heading, file_name, caption in pictures:
         if heading:
             parts.append(f"<h2>{e(heading)}</h2>")
@@ -374,15 +392,17 @@ def write_report(
     *,
     gt: Path | dict | GroundTruth,
     results: list[dict],
-    eval_result: CocoEvalResult,
+    eval_result: CocoEvalResult | None,
     images_dir: Path | None,
     max_images: int = 12,
     score_threshold: float = 0.5,
+    openimages: OpenImagesResult | None = None,
 ) -> Path:
     """Write the report's pictures and ``index.html`` into ``output_dir``; return the path of index.html.
 
     gt: the ground truth that ``eval_result`` was computed on (file, dict, or ``load_ground_truth``'s result);
-    results: the same COCO results.
+    results: the same COCO results. eval_result: the COCO metrics (None: not scored, no COCO plots);
+    openimages: the Open Images challenge metric, shown when given.
     images_dir: where the ground truth's ``file_name``s are found; None looks beside a gt file and in its images/.
     max_images: images in the predictions grid (0 leaves the grid out); score_threshold: the least score drawn.
     """
@@ -390,18 +410,11 @@ def write_report(
     output_dir.mkdir(parents=True, exist_ok=True)
     ground_truth = load_ground_truth(gt)
     results, _ = match_images(results, ground_truth, source="results")
-    notes = list(eval_result.notes)
+    notes = [*(eval_result.notes if eval_result is not None else []), *(openimages.notes if openimages else [])]
 
     pictures = []
-    atomic_write_bytes(output_dir / "per_class_ap.png", plot_per_class_ap(eval_result))
-    pictures.append(("", "per_class_ap.png", ""))  # under the per-class table
-    atomic_write_bytes(output_dir / "pr_curves.png", plot_pr_curves(eval_result))
-    pictures.append(("Precision-recall", "pr_curves.png", "Area all, up to 100 detections per image."))
-    if len(eval_result.class_names) <= MAX_CLASSES_PER_CLASS_PR:
-        per_class = plot_pr_curves_per_class(eval_result)
-        if per_class is not None:
-            atomic_write_bytes(output_dir / "pr_curves_per_class.png", per_class)
-            pictures.append(("Precision-recall per class", "pr_curves_per_class.png", ""))
+    if eval_result is not None:
+        _write_coco_plots(output_dir, eval_result, pictures)
     sample = sample_images(ground_truth, count=max_images) if max_images > 0 else []
     if sample:
         grid, grid_notes = render_prediction_grid(
@@ -424,5 +437,19 @@ def write_report(
         notes.extend(grid_notes)
     index = output_dir / "index.html"
     with atomic_open(index, "w") as f:
-        f.write(_html(eval_result, pictures=pictures, source=str(ground_truth.path or "ground truth"), notes=notes))
+        f.write(_html(eval_result, pictures=pictures, source=str(ground_truth.path or "ground truth"), notes=notes,
+                      openimages=openimages))  # fmt: skip
     return index
+
+
+def _write_coco_plots(output_dir: Path, eval_result: CocoEvalResult, pictures: list[tuple[str, str, str]]) -> None:
+    """The per-class AP bars and the precision-recall curves, written and added to ``pictures``."""
+    atomic_write_bytes(output_dir / "per_class_ap.png", plot_per_class_ap(eval_result))
+    pictures.append(("", "per_class_ap.png", ""))  # under the per-class table
+    atomic_write_bytes(output_dir / "pr_curves.png", plot_pr_curves(eval_result))
+    pictures.append(("Precision-recall", "pr_curves.png", "Area all, up to 100 detections per image."))
+    if len(eval_result.class_names) <= MAX_CLASSES_PER_CLASS_PR:
+        per_class = plot_pr_curves_per_class(eval_result)
+        if per_class is not None:
+            atomic_write_bytes(output_dir / "pr_curves_per_class.png", per_class)
+            pictures.append(("Precision-recall per class", "pr_curves_per_class.png", ""))
