@@ -15,6 +15,11 @@ Crowd annotations (``iscrowd`` set) are not instances: their boxes come back as 
 trainer may ignore. Annotations without a usable mask (no segmentation, polygons of fewer than 3 points, zero area)
 are skipped with one logged note that counts them.
 
+Box-only instances: an annotation marked ``"isbbox": true`` (as ``maskrcnn openimages download`` writes an object
+that has a box but no mask; its ``segmentation`` is only its box) is an instance with a box and no mask. Its box is
+its json ``bbox``, it has ``has_mask`` False and an all-zero mask: it trains the RPN and the box head, not the
+mask head.
+
 Images resolve relative to ``images_dir``; by default the json's folder, else its ``images/`` or ``JPEGImages/``
 subfolder, whichever holds the images (``find_images_dir``).
 """
@@ -102,7 +107,9 @@ class _ImageRecord:
     height: int
     width: int
     labels: np.ndarray  # int64 [G], 1..K
-    segmentations: list  # G entries: list of polygons (ndarray[2P] float64) or compressed RLE (counts bytes)
+    segmentations: list  # G entries: list of polygons (ndarray[2P] float64), compressed RLE (counts bytes), or None
+    boxes: np.ndarray  # float32 [G, 4] xyxy, source pixels: the box of each box-only instance (0 for the others)
+    has_mask: np.ndarray  # bool [G]
     crowd_boxes: np.ndarray  # float32 [C, 4] xyxy, source pixels
 
 
@@ -192,7 +199,8 @@ class CocoDataset(torch.utils.data.Dataset):
     - target["boxes"]: Tensor[G, 4] float32 (x1, y1, x2, y2), absolute pixels of the returned image, tight around
       each mask's pixels.
     - target["labels"]: Tensor[G] int64 in 1..K.
-    - target["masks"]: Tensor[G, H, W] uint8 (0/1).
+    - target["masks"]: Tensor[G, H, W] uint8 (0/1); all 0 for a box-only instance.
+    - target["has_mask"]: Tensor[G] bool, False for a box-only instance (``"isbbox": true`` in the json).
     - target["crowd_boxes"]: Tensor[C, 4] float32 xyxy, the iscrowd regions (to ignore in training).
     - target["image_id"]: int, the json's id; target["orig_size"]: (H0, W0), the image's size before the transform.
 
@@ -317,7 +325,9 @@ class CocoDataset(torch.utils.data.Dataset):
     def _build_records(self, images: list[dict], annotations: list[dict]) -> list[_ImageRecord]:
         label_of = {cid: k + 1 for k, cid in enumerate(self.category_ids)}
         size_of = {im["id"]: (im["height"], im["width"]) for im in images}
-        per_image: dict[int, tuple[list[int], list, list[np.ndarray]]] = {im["id"]: ([], [], []) for im in images}
+        per_image: dict[int, tuple[list[int], list, list[np.ndarray], list[np.ndarray | None]]] = {
+            im["id"]: ([], [], [], []) for im in images
+        }
         degenerate: Counter[str] = Counter()
         other_categories: Counter[int] = Counter()
         for i, ann in enumerate(annotations):
@@ -329,18 +339,27 @@ class CocoDataset(torch.utils.data.Dataset):
                 segmentation, why = _parse_segmentation(ann.get("segmentation"), height, width)
             except _Malformed as e:
                 raise UserError(f"{self.json_path}: {_entry_name('annotation', i, ann)}: {e}") from None
-            labels, segmentations, crowd_boxes = per_image[ann["image_id"]]
+            labels, segmentations, crowd_boxes, boxes = per_image[ann["image_id"]]
             if ann.get("iscrowd", 0):
                 box = _crowd_box(segmentation, ann.get("bbox"), height, width)
                 if box is None:
                     degenerate[why or "no area"] += 1
                 else:
                     crowd_boxes.append(box)
+            elif ann.get("isbbox") is True:
+                box = _crowd_box(None, ann.get("bbox"), height, width)
+                if box is None:
+                    degenerate["a box-only instance without a usable bbox"] += 1
+                else:
+                    labels.append(label_of[ann["category_id"]])
+                    segmentations.append(None)
+                    boxes.append(box)
             elif segmentation is None:
                 degenerate[why] += 1
             else:
                 labels.append(label_of[ann["category_id"]])
                 segmentations.append(segmentation)
+                boxes.append(None)
         if degenerate:
             reasons = ", ".join(f"{n} with {why}" for why, n in degenerate.most_common())
             logger.warning(
@@ -358,7 +377,7 @@ class CocoDataset(torch.utils.data.Dataset):
             )
         records = []
         for im in images:
-            labels, segmentations, crowd_boxes = per_image[im["id"]]
+            labels, segmentations, crowd_boxes, boxes = per_image[im["id"]]
             records.append(
                 _ImageRecord(
                     image_id=im["id"],
@@ -367,6 +386,8 @@ class CocoDataset(torch.utils.data.Dataset):
                     width=im["width"],
                     labels=np.asarray(labels, dtype=np.int64),
                     segmentations=segmentations,
+                    boxes=np.asarray([np.zeros(4) if b is None else b for b in boxes], np.float32).reshape(-1, 4),
+                    has_mask=np.array([b is None for b in boxes], dtype=bool),
                     crowd_boxes=np.asarray(crowd_boxes, dtype=np.float32).reshape(-1, 4),
                 )
             )
@@ -403,6 +424,8 @@ class CocoDataset(torch.utils.data.Dataset):
         target = {
             "masks": LazyMasks(record.segmentations, source_size=(record.height, record.width)),
             "labels": record.labels,
+            "boxes": record.boxes,
+            "has_mask": record.has_mask,
             "crowd_boxes": record.crowd_boxes,
         }
         if self.transform is not None:
@@ -414,6 +437,7 @@ class CocoDataset(torch.utils.data.Dataset):
             "boxes": torch.from_numpy(target["boxes"]),
             "labels": torch.from_numpy(np.asarray(target["labels"], dtype=np.int64)),
             "masks": torch.from_numpy(target["masks"]),
+            "has_mask": torch.from_numpy(np.asarray(target["has_mask"], dtype=bool)),
             "crowd_boxes": torch.from_numpy(np.ascontiguousarray(target["crowd_boxes"], dtype=np.float32)),
             "image_id": record.image_id,
             "orig_size": (record.height, record.width),
