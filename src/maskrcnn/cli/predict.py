@@ -23,6 +23,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="torch, or an exported .onnx "
                    "model run with onnxruntime (then --weights is the .onnx file)")
     p.add_argument("--no-overlays", action="store_true", help="write predictions.json only")
+    p.add_argument("--format", choices=("coco", "openimages-csv"), default="coco",
+                   help="coco: predictions.json only (default); openimages-csv: also DIR/openimages-submission.csv, "
+                   "the Open Images Challenge segmentation submission (ImageID, ImageWidth, ImageHeight, "
+                   "PredictionString with encoded masks)")
+    p.add_argument("--openimages-classes", type=Path, metavar="FILE",
+                   help="openimages-csv: the classes' MIDs, from the training annotations.json (categories with "
+                   "`mid`) or class-descriptions-boxable.csv (default: the class names are MIDs)")  # fmt: skip
     p.set_defaults(run=run)
 
 
@@ -43,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if not paths:
         raise UserError(f"no image files found in {', '.join(map(str, args.inputs))}")
     predictor = _load_predictor(args)
+    submission = _openimages_submission(args, predictor)
 
     from maskrcnn.predict import overlay_name
     from maskrcnn.visualize import draw_instances
@@ -57,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         predictions = predictor.predict_arrays([im for _, _, im in batch], score_threshold=args.score_threshold)
         for (image_id, path, image), pred in zip(batch, predictions):
             results.extend(pred.to_coco(image_id=image_id, file_name=str(path)))
+            if submission is not None:
+                submission.add(path, image, pred)
             if not args.no_overlays:
                 overlay = draw_instances(
                     image, boxes=pred.boxes, masks=pred.masks, labels=pred.class_names, scores=pred.scores
@@ -83,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         # Whatever happened, keep the results of the images already done.
         progress.close()
         atomic_write_json(args.output / "predictions.json", results)
+        if submission is not None:
+            submission.write()
 
     done = len(paths) - len(failed)
     print(f"{done} image(s), {len(results)} instance(s) -> {args.output}/predictions.json"
@@ -91,6 +103,34 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {len(failed)} image(s) could not be read: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+class _OpenImagesSubmission:
+    """Rows of the Open Images submission file, one per image predicted, written into the output folder."""
+
+    def __init__(self, path: Path, mids: list[str]):
+        self.path, self.mids, self.rows = path, mids, []
+
+    def add(self, path: Path, image, pred) -> None:
+        from maskrcnn.data.openimages.submission import submission_row
+
+        detections = [(self.mids[k - 1], float(s), m) for k, s, m in zip(pred.labels, pred.scores, pred.masks)]
+        self.rows.append(submission_row(path.stem, width=image.shape[1], height=image.shape[0], detections=detections))
+
+    def write(self) -> None:
+        from maskrcnn.data.openimages.submission import write_submission
+
+        write_submission(self.path, self.rows)
+
+
+def _openimages_submission(args: argparse.Namespace, predictor) -> _OpenImagesSubmission | None:
+    if args.format != "openimages-csv":
+        return None
+    from maskrcnn.data.openimages.submission import class_mids
+
+    mids = class_mids(args.openimages_classes, class_names=predictor.class_names,
+                      category_ids=predictor.category_ids)  # fmt: skip
+    return _OpenImagesSubmission(args.output / "openimages-submission.csv", mids)
 
 
 def _load_predictor(args: argparse.Namespace):
