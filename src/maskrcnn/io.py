@@ -14,8 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-import torch
-
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
@@ -59,5 +57,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None =
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
+    import torch  # here, not at the top: the Open Images download and the converters never load torch
+
     with atomic_open(path, "wb") as f:
         torch.save(obj, f)

@@ -50,8 +50,10 @@ def _by_mid(dataset: dict, ids: list[int]) -> set[str]:
 
 
 def test_verified_labels_follow_the_hierarchy(mirror, server, tmp_path):
-    fetch(server, tmp_path, classes=["Cat", "Traffic light"])  # every image with a mask of either
+    report = fetch(server, tmp_path, classes=["Cat", "Traffic light"])  # every image with a mask of either
     dataset = json.loads((tmp_path / "annotations.json").read_text())
+    ours = [i for i in mirror.instances if i.label in (CAT, LIGHT)]
+    assert report.unmatched_masks == sum(1 for i in ours if i.mask_path and i.box is None) > 0
     not_exhaustive = 0
     for img in dataset["images"]:
         annotated = _by_mid(dataset, [a["category_id"] for a in dataset["annotations"] if a["image_id"] == img["id"]])
@@ -130,6 +132,7 @@ def test_box_csv_is_fetched_once_and_only_the_chosen_rows_are_kept(mirror, serve
 
 def test_an_interrupted_box_stream_continues_where_it_stopped(mirror, reference, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(box_csv_module, "CHUNK", 512)  # many chunks
+    monkeypatch.setattr(box_csv_module, "PROGRESS_EVERY", 1024)  # the progress saved every other chunk
     monkeypatch.setattr(download_module, "download_openimages",
                         lambda **kw: download_openimages(**kw, retry=FAST_RETRY))  # fmt: skip
     out = tmp_path / "out"
@@ -151,7 +154,7 @@ def test_an_interrupted_box_stream_continues_where_it_stopped(mirror, reference,
         assert main([*args, *urls]) == 0
         box_requests = [rng for path, rng, _ in server.log if path == BOX_CSV]
         assert box_requests[1].startswith(f"bytes={progress['offset']}-")  # after the tail: from where it stopped
-        assert server.bytes_by_path[BOX_CSV] <= mirror.box_csv_path().stat().st_size - progress["offset"] + 512
+        assert server.bytes_by_path[BOX_CSV] <= mirror.box_csv_path().stat().st_size - progress["offset"] + 1024
     assert (out / "annotations.json").read_bytes() == reference
 
 

@@ -171,6 +171,7 @@ def download_openimages(
             unmatched_boxes=plan.unmatched_boxes,
             unmatched_masks=plan.unmatched_masks,
             box_rows_scanned=box_stream.rows_scanned,
+            box_rows_kept=box_stream.rows_kept,
             whole_box_csv=box_stream.whole_file,
             chosen_images=len(images.sizes) + len(images.failed),
             images_fetched=images.fetched,

@@ -26,6 +26,7 @@ class DownloadReport:
     unmatched_boxes: int = 0
     unmatched_masks: int = 0
     box_rows_scanned: int = 0
+    box_rows_kept: int = 0
     whole_box_csv: bool = False
     chosen_images: int = 0
     images_fetched: int = 0
@@ -56,7 +57,8 @@ class DownloadReport:
             f"{self.masks_fetched} masks; already there: {self.images_reused} images, {self.masks_reused} masks",
         ]
         if self.box_rows_scanned:
-            lines.append(f"streamed {self.box_rows_scanned:,} rows of the box CSV, kept those of the chosen images")
+            lines.append(f"streamed {self.box_rows_scanned:,} rows of the box CSV, kept the {self.box_rows_kept:,} of the "
+                         "chosen images")
         if self.whole_box_csv:
             lines.append("the server ignored Range requests: downloaded the box CSV whole, filtered it, deleted it")
         if self.whole_shards:
