@@ -54,7 +54,6 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from maskrcnn.data.openimages.hierarchy import ClassHierarchy, read_hierarchy
-from maskrcnn.errors import UserError
 from maskrcnn.evaluation.coco_eval import (
     VERIFIED_LABEL_KEYS,
     GroundTruth,
@@ -329,8 +328,3 @@ def format_openimages_summary(result: OpenImagesResult) -> str:
     lines.extend(f"note: {n}" for n in result.notes)
     return "\n".join(lines)
 
-
-def check_group_of_weight(value: float) -> float:
-    if not 0.0 <= value <= 1.0:
-        raise UserError(f"group-of weight must be between 0 and 1, got {value}")
-    return value

@@ -16,11 +16,10 @@ from oi_server import MirrorServer
 import maskrcnn.data.openimages.box_csv as box_csv_module
 import maskrcnn.data.openimages.download as download_module
 from maskrcnn.cli import main
-from maskrcnn.data.openimages.box_csv import LineFilter
+from maskrcnn.data.openimages.box_csv import BoxRow, LineFilter
+from maskrcnn.data.openimages.csv_filter import MaskRow
 from maskrcnn.data.openimages.download import download_openimages
 from maskrcnn.data.openimages.instances import match_masks_to_boxes
-from maskrcnn.data.openimages.box_csv import BoxRow
-from maskrcnn.data.openimages.csv_filter import MaskRow
 
 BOX_CSV = "/ann/v5/validation-annotations-bbox.csv"
 
