@@ -137,3 +137,10 @@ def test_offline_the_error_names_the_url_and_where_to_put_the_file(http, home):
     assert message.startswith(f"cannot download test-weights from {entry.url}: connection to 127.0.0.1")
     assert f"put the file at {cache_path(entry, home)}" in message and "\n" not in message
     assert time.monotonic() - started < 5
+
+
+def test_a_cache_that_cannot_be_written_is_named(server, http, tmp_path):
+    home = tmp_path / "home"
+    home.write_text("a file where the cache folder should be")
+    with pytest.raises(UserError, match=f"cannot write the weights cache at {home / 'weights'}: .*MASKRCNN_HOME moves it"):
+        fetch(entry_for(server.url + PATH), home=home, http=http, progress=False)

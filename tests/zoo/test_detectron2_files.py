@@ -185,3 +185,11 @@ def test_saved_buffers_are_dropped_and_strangers_named(r50):
                 "roi_heads.box_predictor.bbox_pred.bias": np.zeros(4, np.float32)}  # fmt: skip
     with pytest.raises(UserError, match="bbox_pred.weight has 4 rows; 80 classes need 320"):
         detectron2_to_ours(agnostic, path="f.pkl")
+
+
+def test_loading_a_model_zoo_file_says_it_is_not_supported_yet(r50):
+    import maskrcnn
+
+    _, path = r50
+    with pytest.raises(UserError, match=f"{path}: detectron2 model-zoo files \\(.pkl\\) cannot be loaded yet"):
+        maskrcnn.load(path)

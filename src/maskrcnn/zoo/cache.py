@@ -52,7 +52,15 @@ def fetch(
     the cache path when the download fails, or naming the deleted file when it fails its checks.
     """
     path = cache_path(entry, home)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return _fetch_locked(entry, path, http, progress)
+    except OSError as e:  # a cache folder that cannot be written, a full disk
+        where = e.filename or path.parent
+        raise UserError(f"cannot write the weights cache at {where}: {e.strerror or e} (MASKRCNN_HOME moves it)") from None
+
+
+def _fetch_locked(entry: WeightsEntry, path: Path, http: HttpClient | None, progress: bool | None) -> Path:
     with _locked(path.with_name(path.name + ".lock")):
         if not path.is_file():
             part = path.with_name(path.name + ".part")
