@@ -15,6 +15,7 @@ scaled up so that a few classes score high on every RoI (detections are confiden
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 from pathlib import Path
 
@@ -119,6 +120,17 @@ def detectron2_fpn_weights(*, depth: int = 50, num_classes: int = 80, seed: int 
     predictor = out["roi_heads.mask_head.predictor.weight"]
     predictor -= predictor.mean(axis=1, keepdims=True)
     return out
+
+
+def weights_digest(model: dict[str, np.ndarray]) -> str:
+    """SHA-256 over every name, dtype, shape and value, in name order: the fixtures record it, so a test can tell
+    that it regenerated exactly the weights detectron2 ran on."""
+    digest = hashlib.sha256()
+    for name in sorted(model):
+        value = np.ascontiguousarray(model[name])
+        digest.update(f"{name}:{value.dtype.str}:{value.shape}".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
 
 
 def write_model_zoo_pickle(path: Path, model: dict[str, np.ndarray], *, protocol: int = 2) -> None:

@@ -6,6 +6,12 @@ root; the detectron2 source tree gives the config files:
     /path/to/d2venv/bin/python tools/detectron2_fixtures.py --detectron2-src /path/to/detectron2 \
         --detectron2-commit <the commit that tree was built from> [--data ../shared/data]
 
+How detectron2 was installed for the committed fixtures (outside the repository, CPU only): a venv of Python
+3.11, ``pip install torch==2.14.1 torchvision==0.29.1``, then ``pip install --no-build-isolation <source tree>``
+(its C++ extension compiles with g++; MAX_JOBS=1 on a busy machine). ``detectron2.model_zoo`` needs
+``pkg_resources``, which current setuptools lacks, so this script takes the config from the source tree instead.
+MODEL.WEIGHTS is set to the generated file, so nothing is downloaded.
+
 It regenerates the R50-FPN weights from their numpy seed, checks that they have exactly the names and shapes of
 the model detectron2 builds from COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml, loads them through
 detectron2's checkpointer, runs ``DefaultPredictor`` (MODEL.DEVICE=cpu, everything else as the config says) on
@@ -30,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # detectron2_weights
 sys.path.insert(0, str(REPO / "src"))  # maskrcnn.data.images: the tests read images the same way
 
-from detectron2_weights import detectron2_fpn_weights, write_model_zoo_pickle  # noqa: E402
+from detectron2_weights import detectron2_fpn_weights, weights_digest, write_model_zoo_pickle  # noqa: E402
 
 from maskrcnn.data.images import read_image  # noqa: E402
 
@@ -94,7 +100,8 @@ def main() -> None:
         "made_by": "tools/detectron2_fixtures.py",
         "detectron2": {"commit": args.detectron2_commit, "version": detectron2.__version__, "config": CONFIG,
                        "overrides": {"MODEL.DEVICE": "cpu"}, "predictor": "detectron2.engine.DefaultPredictor"},
-        "weights": {"made_by": "tests/detectron2_weights.py detectron2_fpn_weights", "depth": 50, "seed": SEED},
+        "weights": {"made_by": "tests/detectron2_weights.py detectron2_fpn_weights", "depth": 50, "seed": SEED,
+                    "sha256": weights_digest(model)},
         "environment": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
         "images": images,
     }  # fmt: skip
