@@ -52,13 +52,15 @@ def shapes(tmp_path_factory) -> Path:
     return generate_shapes(tmp_path_factory.mktemp("shapes"), num_images=4, seed=0, image_size=64, max_instances=2)
 
 
-def test_predict_and_load_download_a_name_once(zoo, tmp_path):
+def test_predict_and_load_download_a_name_once(zoo, tmp_path, capsys):
     server, cached = zoo
     image = tmp_path / "a.png"
     Image.fromarray((np.random.default_rng(0).random((60, 80, 3)) * 255).astype(np.uint8)).save(image)
     out = tmp_path / "out"
     assert main(["predict", "--weights", "tiny-zoo", "--output", str(out), "--score-threshold", "0", str(image)]) == 0
     assert cached.is_file() and json.loads((out / "predictions.json").read_text())
+    err = capsys.readouterr().err
+    assert "downloaded tiny-zoo (" in err and f"MiB, checked) -> {cached}" in err
     requests = len(server.ranges_asked)
     assert maskrcnn.load("tiny-zoo").class_names == ["square", "circle", "triangle"]
     assert len(server.ranges_asked) == requests  # the second use reads the cache

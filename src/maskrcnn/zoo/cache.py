@@ -57,7 +57,8 @@ def fetch(
         return _fetch_locked(entry, path, http, progress)
     except OSError as e:  # a cache folder that cannot be written, a full disk
         where = e.filename or path.parent
-        raise UserError(f"cannot write the weights cache at {where}: {e.strerror or e} (MASKRCNN_HOME moves it)") from None
+        reason = e.strerror or e
+        raise UserError(f"cannot write the weights cache at {where}: {reason} (MASKRCNN_HOME moves it)") from None
 
 
 def _fetch_locked(entry: WeightsEntry, path: Path, http: HttpClient | None, progress: bool | None) -> Path:
@@ -74,6 +75,8 @@ def _fetch_locked(entry: WeightsEntry, path: Path, http: HttpClient | None, prog
             sha256 = _check(entry, part, shown_as=path)
             os.replace(part, path)
             _write_stamp(path, sha256)
+            size = path.stat().st_size / 2**20
+            print(f"downloaded {entry.name} ({size:.1f} MiB, checked) -> {path}", file=sys.stderr)
         elif not _stamp_matches(path):
             _write_stamp(path, _check(entry, path, shown_as=path))
     return path
@@ -83,7 +86,7 @@ def is_cached(entry: WeightsEntry, home: Path | None = None) -> bool:
     return cache_path(entry, home).is_file()
 
 
-# ---- the transfer: the only code that talks to the HTTP client --------------------------------------------------------
+# ---- the transfer: the only code that talks to the HTTP client ------------------------------------------------------
 
 
 def _transfer(http: HttpClient, url: str, part: Path, progress: bool) -> None:

@@ -4,18 +4,19 @@ A model-zoo file (``model_final_f10217.pkl``) is a pickle of::
 
     {"model": {name: np.ndarray}, "__author__": "...", "matching_heuristics": True}   # the last two optional
 
-with detectron2's module names, for R50-FPN and R101-FPN (K = 80 COCO classes, L levels P2-P5)::
+with detectron2's module names, for R50-FPN and R101-FPN (K = 80 COCO classes, D = 1024, C = 256); ours in brackets
+(``bottom_up.`` is ``backbone.bottom_up.``)::
 
-    backbone.bottom_up.stem.conv1.weight, .norm.{weight,bias,running_mean,running_var}   -> backbone.bottom_up.conv1, bn1
-    backbone.bottom_up.res{2..5}.{b}.conv{1..3}[.norm].*                                 -> layer{1..4}.{b}.conv/bn{1..3}
-    backbone.bottom_up.res{2..5}.0.shortcut[.norm].*                                     -> layer{1..4}.0.downsample.0/1
-    backbone.fpn_lateral{2..5}.*, backbone.fpn_output{2..5}.*                           -> backbone.fpn.{lateral,output}_convs.{0..3}
-    proposal_generator.rpn_head.{conv,objectness_logits,anchor_deltas}.*                -> rpn.head.*
-    roi_heads.box_head.fc{1,2}.*                                                         -> roi_heads.box_head.fc{1,2}
-    roi_heads.box_predictor.cls_score (K+1, D), background LAST                         -> (K+1, D), background first
-    roi_heads.box_predictor.bbox_pred (4K, D), no background rows                       -> (4(K+1), D), zero rows first
-    roi_heads.mask_head.mask_fcn{1..4}.*, .deconv.*                                      -> roi_heads.mask_head.convs.{0..3}, deconv
-    roi_heads.mask_head.predictor (K, C, 1, 1), no background                           -> (K+1, C, 1, 1), zero row first
+    backbone.bottom_up.stem.conv1.weight, .norm.{weight,bias,running_mean,running_var}   [bottom_up.conv1, .bn1]
+    backbone.bottom_up.res{2..5}.{b}.conv{1..3}[.norm].*            [bottom_up.layer{1..4}.{b}.conv{1..3} / .bn{1..3}]
+    backbone.bottom_up.res{2..5}.0.shortcut[.norm].*                [bottom_up.layer{1..4}.0.downsample.0 / .1]
+    backbone.fpn_lateral{2..5}.*, backbone.fpn_output{2..5}.*       [backbone.fpn.lateral_convs / output_convs.{0..3}]
+    proposal_generator.rpn_head.{conv,objectness_logits,anchor_deltas}.*                 [rpn.head.*]
+    roi_heads.box_head.fc{1,2}.*                                                         [the same]
+    roi_heads.box_predictor.cls_score (K+1, D), background LAST       [(K+1, D), background first]
+    roi_heads.box_predictor.bbox_pred (4K, D), no background rows     [(4(K+1), D), zero rows first]
+    roi_heads.mask_head.mask_fcn{1..4}.*, .deconv.*                   [roi_heads.mask_head.convs.{0..3}, .deconv]
+    roi_heads.mask_head.predictor (K, C, 1, 1), no background         [(K+1, C, 1, 1), zero row first]
 
 The class layers are reordered and padded so that our class 0 stays background: the softmax over reordered logits
 is the same, and the zero rows belong to background, which is never decoded into a box or a mask. Every other

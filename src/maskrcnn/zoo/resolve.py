@@ -1,8 +1,8 @@
 """``--weights VALUE`` -> a file: a path as it is, or a known name downloaded into the cache.
 
-    resolve_weights("runs/x/best.pt", purpose="predict")   -> Path("runs/x/best.pt")
-    resolve_weights("coco-r50-fpn", purpose="predict")     -> ~/.cache/maskrcnn/weights/maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth
-    resolve_weights("imagenet-r50", purpose="train")       -> ~/.cache/maskrcnn/weights/resnet50-0676ba61.pth
+    resolve_weights("runs/x/best.pt", purpose="predict")  # Path("runs/x/best.pt")
+    resolve_weights("coco-r50-fpn", purpose="predict")    # ~/.cache/maskrcnn/weights/maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth
+    resolve_weights("imagenet-r50", purpose="train")      # ~/.cache/maskrcnn/weights/resnet50-0676ba61.pth
 
 An existing file always wins over a name. A value that is neither a file nor a name, and does not look like a path
 (no folder, no extension), is taken for a mistyped name.
