@@ -80,6 +80,8 @@ def read_file(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"weights file not found: {path}")
+    if path.suffix == ".pkl":  # detectron2's model zoo: read by maskrcnn.zoo.detectron2, not by torch.load
+        raise UserError(f"{path}: detectron2 model-zoo files (.pkl) cannot be loaded yet")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to unpickle means the file is not a usable checkpoint

@@ -16,14 +16,14 @@ from maskrcnn.errors import UserError
 
 def build_parser() -> argparse.ArgumentParser:
     # One import per sub-command, in the order `--help` lists them.
-    from maskrcnn.cli import convert, data, demo, evaluate, export, openimages, predict, train
+    from maskrcnn.cli import convert, data, demo, evaluate, export, openimages, predict, train, weights
 
     parser = argparse.ArgumentParser(
         prog="maskrcnn", description="Mask R-CNN instance segmentation: train, evaluate, predict, export, data."
     )
     parser.add_argument("--version", action="version", version=f"maskrcnn {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (demo, train, evaluate, predict, export, convert, data, openimages):
+    for module in (demo, train, evaluate, predict, export, weights, convert, data, openimages):
         module.register(subparsers)
     return parser
 

@@ -32,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="folder of the json's images (default: beside the json, or its images/ folder)",
     )
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--weights", type=Path, help="checkpoint to run on the json's images")
+    source.add_argument("--weights", help="model to run on the json's images: a checkpoint file or a name from "
+                        "`maskrcnn weights list` (downloaded once)")
     source.add_argument(
         "--predictions",
         type=Path,
@@ -115,15 +116,15 @@ def _predict(args: argparse.Namespace) -> list[dict]:
     import torch
 
     from maskrcnn.predict import predict_coco_dataset
+    from maskrcnn.zoo import resolve_weights
 
-    if not args.weights.is_file():
-        raise UserError(f"weights not found: {args.weights}")
+    weights = resolve_weights(args.weights, purpose="predict")
+    if not weights.is_file():
+        raise UserError(f"weights not found: {weights}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return predict_coco_dataset(
-        args.weights, args.data, images_dir=args.images, device=device, batch_size=args.batch_size
-    )
+    return predict_coco_dataset(weights, args.data, images_dir=args.images, device=device, batch_size=args.batch_size)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(COCO results with RLE masks). Unreadable images are reported and skipped; the exit status is then 1.",
     )
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files or folders (searched recursively)")
-    p.add_argument("--weights", required=True, help="maskrcnn checkpoint or torchvision maskrcnn_resnet50_fpn file")
+    p.add_argument("--weights", required=True, help="a maskrcnn checkpoint, a torchvision maskrcnn_resnet50_fpn file, or a name from `maskrcnn weights list` (downloaded once)")
     p.add_argument("--output", required=True, type=Path, help="output folder")
     p.add_argument("--score-threshold", type=float, default=0.5, help="keep detections scoring at least this")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
@@ -142,8 +142,9 @@ def _load_predictor(args: argparse.Namespace):
             raise UserError(f"--backend onnxruntime runs on the CPU only; drop --device {args.device}")
         return OnnxPredictor.from_file(args.weights)
     from maskrcnn.predict import Predictor
+    from maskrcnn.zoo import resolve_weights
 
-    return Predictor.from_file(args.weights, device=args.device)
+    return Predictor.from_file(resolve_weights(args.weights, purpose="predict"), device=args.device)
 
 
 def _write_png(path: Path, image) -> None:

@@ -20,8 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--images", type=Path, help="folder of the training images (default: found beside the json)")
     p.add_argument("--val-images", type=Path, help="folder of the validation images (default: found beside the json)")
     p.add_argument("--output", required=True, type=Path, help="run folder")
-    p.add_argument("--weights", type=Path, help="start from: a maskrcnn checkpoint, a torchvision Mask R-CNN "
-                   "(class layers resized to the new classes) or an ImageNet ResNet file (backbone only)")
+    p.add_argument("--weights", help="start from: a maskrcnn checkpoint, a torchvision Mask R-CNN (class layers "
+                   "resized to the new classes), an ImageNet ResNet file (backbone only), or a name from "
+                   "`maskrcnn weights list` (downloaded once)")
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR/last.pt exactly where it stopped")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. solver.max_iter=2000")
@@ -32,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from maskrcnn.config import load_config
     from maskrcnn.engine.train import TrainJob, train
     from maskrcnn.errors import UserError
+    from maskrcnn.zoo import resolve_weights
 
     if args.resume and args.weights:
         raise UserError("--resume continues RUN_DIR/last.pt; it cannot be combined with --weights")
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             images_dir=args.images,
             val_images_dir=args.val_images,
             output_dir=args.output,
-            init_weights=args.weights,
+            init_weights=resolve_weights(args.weights, purpose="train") if args.weights else None,
             resume=args.resume,
             device=args.device,
         )
