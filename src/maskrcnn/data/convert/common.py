@@ -1,4 +1,4 @@
-"""What the converters share: image sizes from file headers, polygon clipping, placing images into the output, and
+"""What the converters share: polygon clipping, placing images into the output, and
 building and writing the COCO json.
 
 Polygons here are ndarray[P, 2] float64 (x, y) in absolute pixels; COCO writes them flat, ``[x1, y1, x2, y2, ...]``.
@@ -14,32 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 
 from maskrcnn.errors import UserError
 from maskrcnn.io import atomic_write_json
-
-_EXIF_ORIENTATION = 274
-_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) of an image as ``read_image`` will return it (EXIF rotation applied), from its header only.
-
-    Raises ``UserError`` naming the file when it cannot be opened as an image.
-    """
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if image.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSING_ORIENTATIONS:
-                width, height = height, width
-    except FileNotFoundError:
-        raise UserError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise UserError(f"cannot read image {path}: {e}") from None
-    return width, height
-
 
 def polygon_area(points: np.ndarray) -> float:
     """Area enclosed by a polygon ndarray[P, 2] (shoelace formula), whatever its orientation."""

@@ -33,12 +33,12 @@ import numpy as np
 
 from maskrcnn.data.convert.common import (
     check_output_dir,
-    image_size,
     instance_from_polygons,
     place_image,
     write_coco,
 )
 from maskrcnn.data.convert.report import ConvertReport
+from maskrcnn.data.images import image_size
 from maskrcnn.errors import UserError
 
 SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "testing", "trainval", "dev"})

@@ -33,13 +33,12 @@ import yaml
 from maskrcnn.data.coco_classes import COCO_CATEGORIES
 from maskrcnn.data.convert.common import (
     check_output_dir,
-    image_size,
     instance_from_polygons,
     place_image,
     write_coco,
 )
 from maskrcnn.data.convert.report import ConvertReport
-from maskrcnn.data.images import IMAGE_SUFFIXES
+from maskrcnn.data.images import IMAGE_SUFFIXES, image_size
 from maskrcnn.errors import UserError
 
 NAMES_FILES = ("data.yaml", "dataset.yaml")
