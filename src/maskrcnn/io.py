@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader never sees a half-written file.
+"""Atomic file writes: a reader never sees a half-written file; and output folders.
 
 Every writer goes to a temporary file in the destination's folder, flushes it to disk, then renames it over the
 destination (``os.replace`` is atomic on POSIX and Windows when both paths are on one file system).
@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
+
+from maskrcnn.errors import UserError
 
 
 @contextlib.contextmanager
@@ -46,6 +48,18 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def output_folder(path: str | os.PathLike) -> Path:
+    """Create the folder ``path`` and its parents -> ``path``; ``UserError`` when it is a file or cannot be made."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"output is not a folder: {path}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the output folder {path}: {e.strerror or e}") from None
+    return path
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -40,8 +40,6 @@ def run(args: argparse.Namespace) -> int:
     from maskrcnn.engine.train import RunExists, TrainingInterrupted, TrainJob, train
     from maskrcnn.errors import UserError
 
-    if args.output.exists() and not args.output.is_dir():
-        raise UserError(f"--output {args.output} exists and is not a folder")
     if args.resume and args.weights:
         raise UserError("--resume continues RUN_DIR/last.pt; it cannot be combined with --weights")
     if args.resume and args.config is None:

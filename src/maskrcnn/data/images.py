@@ -100,12 +100,15 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         return _oriented_size(image)
 
 
+class TooManyPixels(UserError):
+    """An image larger than the caller allows."""
+
+
 def check_pixels(path: str | os.PathLike, width: int, height: int, max_pixels: int) -> None:
-    """``UserError`` when a ``width`` x ``height`` image has more than ``max_pixels`` pixels."""
+    """``TooManyPixels`` when a ``width`` x ``height`` image has more than ``max_pixels`` pixels."""
     if width * height > max_pixels:
-        raise UserError(
-            f"image {path} is {width}x{height} = {width * height:,} pixels, more than the {max_pixels:,} allowed "
-            "(max_pixels)"
+        raise TooManyPixels(
+            f"image {path} is {width}x{height} = {width * height:,} pixels, more than the {max_pixels:,} allowed"
         )
 
 

@@ -185,7 +185,7 @@ class _Trainer:
 
     def _check_run_dir(self, job: TrainJob) -> None:
         if self.out.exists() and not self.out.is_dir():
-            raise UserError(f"the run folder {self.out} exists and is not a folder")
+            raise UserError(f"output is not a folder: {self.out}")
         if job.resume and job.overwrite:
             raise UserError("a run is either resumed or overwritten, not both")
         found = [name for name in RUN_FILES if (self.out / name).exists()]

@@ -128,13 +128,3 @@ def write_coco(
     atomic_write_json(path, data)
     return path
 
-
-def check_output_dir(output_dir: Path) -> Path:
-    output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise UserError(f"output is not a folder: {output_dir}")
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create the output folder {output_dir}: {e}") from None
-    return output_dir
