@@ -21,7 +21,8 @@ from maskrcnn.errors import UserError
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside ``path``; on clean exit it replaces ``path``, on error it is removed.
+    """Open a temporary file beside ``path`` (its path is ``f.name``); on clean exit it replaces ``path``, on error it
+    is removed.
 
     >>> with atomic_open("out.json", "w") as f:
     ...     f.write("{}")
@@ -31,8 +32,9 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:  # f.name: the temp file's path
             yield f
             f.flush()
             os.fsync(f.fileno())

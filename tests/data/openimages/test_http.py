@@ -6,7 +6,7 @@ import socket
 import pytest
 from oi_server import MirrorServer
 
-from maskrcnn.data.openimages.http import FetchError, HttpClient, RetryPolicy
+from maskrcnn.http import FetchError, HttpClient, RetryPolicy
 
 FAST = RetryPolicy(attempts=4, backoff_s=0.01, timeout_s=1.0)
 
@@ -109,3 +109,22 @@ def test_content_that_fails_its_check_is_retried_then_reported(files):
 
         with pytest.raises(FetchError, match=r"invalid content \(truncated image\) after 4 tries"):
             http.get(server.url + "blob.bin", validate=never)
+
+
+def test_range_reads_reuse_one_kept_alive_connection(files):
+    root, data = files
+    with MirrorServer(root) as server:
+        http = HttpClient(policy=FAST)
+        for start in range(0, 300_000, 10_000):
+            assert http.get(server.url + "blob.bin", byte_range=(start, start + 100)) == data[start : start + 100]
+        assert server.requests == 30 and server.connections == 1
+
+
+def test_download_from_a_server_without_range_support_starts_over(files, tmp_path):
+    root, data = files
+    with MirrorServer(root, ranges=False) as server:
+        server.inject("blob", "drop", times=1)
+        target = tmp_path / "blob.bin"
+        assert HttpClient(policy=FAST).download(server.url + "blob.bin", target) == len(data)
+        assert target.read_bytes() == data
+        assert [status for _, _, status in server.log] == [200, 200]  # the Range retry got the whole file again

@@ -33,7 +33,6 @@ from maskrcnn.data.openimages.catalog import (
 )
 from maskrcnn.data.openimages.coco_writer import build_dataset
 from maskrcnn.data.openimages.csv_filter import filter_segmentation_csv
-from maskrcnn.data.openimages.http import FetchError, HttpClient, RetryPolicy
 from maskrcnn.data.openimages.image_fetch import fetch_images
 from maskrcnn.data.openimages.layout import (
     CLASS_DESCRIPTIONS,
@@ -48,6 +47,7 @@ from maskrcnn.data.openimages.layout import (
 from maskrcnn.data.openimages.mask_fetch import fetch_masks, read_cached_mask
 from maskrcnn.data.openimages.report import DownloadReport
 from maskrcnn.errors import UserError
+from maskrcnn.http import FetchError, HttpClient, RetryPolicy
 from maskrcnn.io import atomic_write_bytes, atomic_write_json
 
 INFO = {
