@@ -385,7 +385,7 @@ class _Trainer:
             bad = [k for k, v in zip(loss_dict, reduced.tolist()) if not math.isfinite(v)]
             kept = (
                 f"the last good checkpoint {self.last_path} (iteration {self._saved_iteration}) is kept"
-                if self._saved_iteration > 0
+                if self._saved_iteration >= 0
                 else "no checkpoint had been written yet"
             )
             if self.dist.is_main:
