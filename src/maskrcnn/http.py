@@ -5,11 +5,16 @@
     head = http.get(url, byte_range=(0, 30))                          # the first 30 bytes, in memory
     tail, size = http.get_tail(url, 65536)                            # the last 64 KiB and the file size
 
-``download(url, path, *, progress, desc, max_bytes, validate)`` streams the body to a temporary file beside ``path``
-and renames it into place only once it is complete (and ``validate(temp_path)`` accepted it), so ``path`` exists only
-whole. A try that breaks off resumes with ``Range: bytes=<have>-``; a server that answers that with the whole file
-(status 200, no Range support) starts the file over. ``get`` and ``get_tail`` return bodies in memory and are for
-small reads (Range reads of a zip, a tail). Every call counts ``requests`` (tries) and ``bytes_received`` (body bytes).
+``download(url, path, *, progress, desc, max_bytes, validate, keep_partial)`` streams the body to a temporary file
+beside ``path`` and renames it into place only once it is complete (and ``validate(temp_path)`` accepted it), so
+``path`` exists only whole. A try that breaks off resumes with ``Range: bytes=<have>-``; a server that answers that
+with the whole file (status 200, no Range support) starts the file over. With ``keep_partial=True`` (large files such
+as model weights) the temporary file is ``<path>.part`` and outlives a failed call or a killed process: the next
+call continues from it (and starts over when the server cannot serve the rest: the file changed).
+
+``get`` and ``get_tail`` return bodies in memory and are for small reads (Range reads of a zip, a tail). Every call
+counts ``requests`` (tries) and ``bytes_received`` (body bytes). Offline, a host that does not answer is reported
+within ``UNREACHABLE_TRIES`` tries as ``FetchError(unreachable=True)``: callers turn that into one clear line.
 
 Connections are kept alive and reused (a ``urllib3.PoolManager``; ``HTTP(S)_PROXY`` / ``NO_PROXY`` are honoured), so
 many Range reads of one host cost one TCP (and TLS) handshake per worker, not one per read.
@@ -39,7 +44,9 @@ Ranges are half-open ``(start, stop)`` byte offsets, sent as ``Range: bytes=star
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
+import os
 import re
 import socket
 import threading
@@ -211,35 +218,55 @@ class HttpClient:
         desc: str | None = None,
         max_bytes: int | None = None,
         validate: Callable[[Path], None] | None = None,
+        keep_partial: bool = False,
     ) -> int:
         """Stream ``url`` into ``path`` atomically (nothing appears at ``path`` unless complete); a retry after a
         broken transfer asks for the rest with a Range request. ``max_bytes``: refuse a larger file (without reading
-        it when its size is announced). ``validate(temp_path)`` may raise ValueError: the file is fetched again.
-        Returns the file size."""
-        with atomic_open(path, "wb") as f:
+        it when its size is announced). ``validate(file)`` may raise ValueError: the file is fetched again.
+        ``keep_partial``: download into ``<path>.part`` and leave it there when the download fails or the process is
+        killed, so that the next call continues from it (for large files; ``validate`` should then check a hash,
+        in case the file changed on the server in between). Returns the file size."""
+        def into(f) -> int:
+            try_once = functools.partial(self._download_try, url, f, desc or path.name, progress, max_bytes, validate)
+            return self._with_retries(url, try_once)
 
-            def attempt(deadline: _Deadline) -> int:
-                have = f.tell()
-                with self._request(url, deadline, byte_range=(have, None) if have else None) as response:
-                    resumed = have and response.status == 206 and _range_start(response) == have
-                    if not resumed:
-                        f.seek(0)
-                        f.truncate()
-                        if response.status == 206:
-                            raise _Failure(f"unexpected Content-Range {response.headers.get('Content-Range')!r}")
-                    self._stream_to_file(response, f, deadline, desc=desc or path.name, progress=progress,
-                                         max_bytes=max_bytes)  # fmt: skip
-                f.flush()
-                if validate is not None:
-                    try:
-                        validate(Path(f.name))
-                    except ValueError as e:
-                        f.seek(0)
-                        f.truncate()
-                        raise _Failure(f"invalid content ({e})") from None
-                return f.tell()
+        if not keep_partial:
+            with atomic_open(path, "wb") as f:
+                return into(f)
+        part = path.with_name(path.name + ".part")
+        with open(part, "ab") as f:  # appends to what an earlier call left
+            size = into(f)
+            os.fsync(f.fileno())
+        os.replace(part, path)
+        return size
 
-            return self._with_retries(url, attempt)
+    def _download_try(
+        self, url: str, f, desc: str, progress: bool, max_bytes: int | None,
+        validate: Callable[[Path], None] | None, deadline: _Deadline,
+    ) -> int:  # fmt: skip
+        """One try of ``download`` into the open file ``f``, continuing from the bytes it holds."""
+        have = f.seek(0, os.SEEK_END)
+        try:
+            with self._request(url, deadline, byte_range=(have, None) if have else None) as response:
+                resumed = have and response.status == 206 and _range_start(response) == have
+                if not resumed:
+                    _restart(f)
+                    if response.status == 206:
+                        raise _Failure(f"unexpected Content-Range {response.headers.get('Content-Range')!r}")
+                self._stream_to_file(response, f, deadline, desc=desc, progress=progress, max_bytes=max_bytes)
+        except _Failure as failure:
+            if failure.status != 416 or not have:
+                raise
+            _restart(f)  # nothing at or past the bytes we hold: the file is not the one they came from
+            raise _Failure(f"{failure.reason} for the bytes after {have}: starting over") from None
+        f.flush()
+        if validate is not None:
+            try:
+                validate(Path(f.name))
+            except ValueError as e:
+                _restart(f)
+                raise _Failure(f"invalid content ({e})") from None
+        return f.tell()
 
     # -- one try ---------------------------------------------------------------------------------------------------
 
@@ -451,6 +478,12 @@ class _WatchedHTTPSPool(HTTPSConnectionPool):
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------------
+
+
+def _restart(f) -> None:
+    """Empty the download file ``f``."""
+    f.seek(0)
+    f.truncate()
 
 
 def _check(validate: Callable[[bytes], None] | None, body: bytes) -> None:

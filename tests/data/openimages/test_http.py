@@ -128,3 +128,25 @@ def test_download_from_a_server_without_range_support_starts_over(files, tmp_pat
         assert HttpClient(policy=FAST).download(server.url + "blob.bin", target) == len(data)
         assert target.read_bytes() == data
         assert [status for _, _, status in server.log] == [200, 200]  # the Range retry got the whole file again
+
+
+def test_download_keeps_a_partial_file_for_the_next_call(files, tmp_path):
+    root, data = files
+    target = tmp_path / "blob.bin"
+    with MirrorServer(root) as server:
+        server.inject("blob", "drop", times=2)
+        with pytest.raises(FetchError, match="closed early"):
+            HttpClient(policy=RetryPolicy(attempts=2, backoff_s=0.01, timeout_s=1.0)).download(
+                server.url + "blob.bin", target, keep_partial=True)  # fmt: skip
+        part = tmp_path / "blob.bin.part"
+        kept = part.stat().st_size
+        assert kept == len(data) // 2 + (len(data) - len(data) // 2) // 2 and not target.exists()
+        server.reset_counters()
+        assert HttpClient(policy=FAST).download(server.url + "blob.bin", target, keep_partial=True) == len(data)
+        assert target.read_bytes() == data and not part.exists()
+        assert server.log == [["/blob.bin", f"bytes={kept}-", 206]] and server.bytes_sent == len(data) - kept
+        # A partial file longer than the remote one (it changed): the server cannot serve the rest, start over.
+        part.write_bytes(data + b"stale")
+        server.reset_counters()
+        assert HttpClient(policy=FAST).download(server.url + "blob.bin", target, keep_partial=True) == len(data)
+        assert target.read_bytes() == data and [s for _, _, s in server.log] == [416, 200]
