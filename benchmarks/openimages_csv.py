@@ -162,7 +162,7 @@ def box_child(kind: str, csv_path: Path, ids_path: Path, url: str) -> dict:
     import tempfile
 
     from maskrcnn.data.openimages.box_csv import fetch_box_csv, filter_box_file
-    from maskrcnn.data.openimages.http import HttpClient
+    from maskrcnn.http import HttpClient
 
     chosen = set(ids_path.read_text().split())
     rss_before = _peak_rss_mib()

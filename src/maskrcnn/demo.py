@@ -58,7 +58,9 @@ def run_demo(
     _say(f"2/4 training the small Mask R-CNN for {config.solver.max_iter} iterations on {device}"
          + (" (resuming the earlier run)" if resume else ""))
     t_train = time.perf_counter()
-    train(TrainJob(config=config, train_json=train_json, output_dir=run_dir, resume=resume, device=device))
+    # The demo owns its run folder: a run killed before its first checkpoint is started over.
+    train(TrainJob(config=config, train_json=train_json, output_dir=run_dir, resume=resume, overwrite=not resume,
+                   device=device))  # fmt: skip
     train_seconds = time.perf_counter() - t_train
 
     _say("3/4 evaluating on the validation set")

@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader never sees a half-written file.
+"""Atomic file writes: a reader never sees a half-written file; and output folders.
 
 Every writer goes to a temporary file in the destination's folder, flushes it to disk, then renames it over the
 destination (``os.replace`` is atomic on POSIX and Windows when both paths are on one file system).
@@ -14,10 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from maskrcnn.errors import UserError
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside ``path``; on clean exit it replaces ``path``, on error it is removed.
+    """Open a temporary file beside ``path`` (its path is ``f.name``); on clean exit it replaces ``path``, on error it
+    is removed.
 
     >>> with atomic_open("out.json", "w") as f:
     ...     f.write("{}")
@@ -27,8 +30,9 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:  # f.name: the temp file's path
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -44,6 +48,18 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def output_folder(path: str | os.PathLike) -> Path:
+    """Create the folder ``path`` and its parents -> ``path``; ``UserError`` when it is a file or cannot be made."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"output is not a folder: {path}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the output folder {path}: {e.strerror or e}") from None
+    return path
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

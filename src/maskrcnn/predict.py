@@ -106,12 +106,16 @@ def as_rgb_array(image: ImageInput) -> np.ndarray:
     if isinstance(image, (str, os.PathLike)):
         return read_image(image)
     if isinstance(image, Image.Image):
+        if image.width == 0 or image.height == 0:
+            raise UserError(f"the image of size {image.width}x{image.height} has no pixels")
         return to_rgb_array(image)
     if isinstance(image, np.ndarray):
         if image.ndim == 2:
             image = np.repeat(image[:, :, None], 3, axis=2)
         if image.ndim != 3 or image.shape[2] not in (3, 4):
             raise UserError(f"expected an H x W x 3 image array, got shape {image.shape}")
+        if image.shape[0] == 0 or image.shape[1] == 0:
+            raise UserError(f"the image array of shape {image.shape} has no pixels")
         image = image[:, :, :3]
         if image.dtype == np.uint16:
             image = (image >> 8).astype(np.uint8)

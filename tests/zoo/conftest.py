@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # weights_server, zoo_files
 from weights_server import WeightsServer  # noqa: E402
 from zoo_files import DATA, FAST, PATH  # noqa: E402
 
-from maskrcnn.data.openimages.http import HttpClient  # noqa: E402
+from maskrcnn.http import HttpClient  # noqa: E402
 
 
 @pytest.fixture

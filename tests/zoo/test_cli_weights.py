@@ -23,7 +23,7 @@ import maskrcnn  # noqa: E402
 from maskrcnn.checkpoint import save_checkpoint  # noqa: E402
 from maskrcnn.cli import main  # noqa: E402
 from maskrcnn.config import preset  # noqa: E402
-from maskrcnn.data.openimages.http import HttpClient  # noqa: E402
+from maskrcnn.http import HttpClient  # noqa: E402
 from maskrcnn.data.shapes import generate_shapes  # noqa: E402
 from maskrcnn.zoo import registry, resolve_weights  # noqa: E402
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from maskrcnn.data.openimages.http import RetryPolicy
+from maskrcnn.http import RetryPolicy
 from maskrcnn.zoo.registry import WeightsEntry
 
 FAST = RetryPolicy(attempts=3, backoff_s=0.01, timeout_s=2.0)

@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="COCO results file to score (as written by `maskrcnn predict`); no model is run",
     )
     p.add_argument("--output", required=True, type=Path, metavar="DIR", help="folder for metrics.json and the report")
-    p.add_argument("--device", help="with --weights: cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument("--device", default="cpu", help="with --weights: cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--batch-size", type=int, default=2, help="with --weights: images per forward pass (default 2)")
     p.add_argument(
         "--iou-types",
@@ -102,19 +102,8 @@ def _hierarchy(args: argparse.Namespace) -> Path | None:
     return beside if beside.is_file() else None
 
 
-def _prepare_output(path: Path) -> None:
-    if path.exists() and not path.is_dir():
-        raise UserError(f"--output {path} exists and is not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create the output folder {path}: {e.strerror or e}") from None
-
-
 def _predict(args: argparse.Namespace) -> list[dict]:
     """Run the checkpoint on the ground truth's images -> COCO results with the json's image and category ids."""
-    import torch
-
     from maskrcnn.predict import predict_coco_dataset
     from maskrcnn.zoo import resolve_weights
 
@@ -123,13 +112,14 @@ def _predict(args: argparse.Namespace) -> list[dict]:
         raise UserError(f"weights not found: {weights}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return predict_coco_dataset(weights, args.data, images_dir=args.images, device=device, batch_size=args.batch_size)
+    return predict_coco_dataset(
+        weights, args.data, images_dir=args.images, device=args.device, batch_size=args.batch_size
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from maskrcnn.evaluation.coco_eval import evaluate_coco, format_summary, load_ground_truth, load_results
-    from maskrcnn.io import atomic_write_json
+    from maskrcnn.io import atomic_write_json, output_folder
 
     iou_types = _iou_types(args.iou_types)
     metrics_wanted = _metrics(args.metric)
@@ -139,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_images < 0:
         raise UserError(f"--max-images must be 0 or more, got {args.max_images}")
     gt = load_ground_truth(args.data)  # checked before any model runs
-    _prepare_output(args.output)
+    output_folder(args.output)
 
     if args.predictions is not None:
         results = load_results(args.predictions)

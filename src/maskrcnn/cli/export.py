@@ -25,12 +25,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from maskrcnn.errors import UserError
     from maskrcnn.export import DEFAULT_OPSET, export_onnx
+    from maskrcnn.io import output_folder
     from maskrcnn.predict import Predictor
     from maskrcnn.zoo import resolve_weights
 
     if args.output.exists() and args.output.is_dir():
         raise UserError(f"--output {args.output} is a folder; give a file name such as {args.output / 'model.onnx'}")
     predictor = Predictor.from_file(resolve_weights(args.weights, purpose="predict"), device="cpu")
+    output_folder(args.output.parent)
     report = export_onnx(predictor, args.output, opset=args.opset or DEFAULT_OPSET)
     print(
         f"exported {args.weights} -> {report['path']} ({report['bytes'] / 2**20:.1f} MiB, ONNX opset {report['opset']}, "

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
-from maskrcnn.data.images import read_image
+from maskrcnn.data.images import DEFAULT_MAX_PIXELS, check_pixels, image_size, read_image
 from maskrcnn.data.transforms import LazyMasks, finish_target
 from maskrcnn.errors import UserError
 
@@ -400,6 +400,26 @@ class CocoDataset(torch.utils.data.Dataset):
     def image_path(self, index: int) -> Path:
         return self.images_dir / self._records[index].file_name
 
+    def unreadable_images(self, *, progress: bool = False) -> list[str]:
+        """Check every image's header (cheap: no pixel is decoded) -> one "path: reason" line per image that cannot be
+        opened, whose size differs from the json's, or that has more pixels than ``read_image`` allows. A file whose
+        pixel data is damaged past its header is found only when it is decoded."""
+        from tqdm import tqdm
+
+        problems = []
+        for record in tqdm(self._records, desc="check images", unit="img", leave=False,
+                           disable=not progress or len(self._records) < 1000):  # fmt: skip
+            path = self.images_dir / record.file_name
+            try:
+                width, height = image_size(path)
+                check_pixels(path, width, height, DEFAULT_MAX_PIXELS)
+            except UserError as e:
+                problems.append(str(e))
+                continue
+            if (width, height) != (record.width, record.height):
+                problems.append(_size_mismatch(path, (width, height), self.json_path, (record.width, record.height)))
+        return problems
+
     def aspect_ratios(self) -> list[float]:
         """Width / height of every image, from the json (no decoding)."""
         return [r.width / r.height for r in self._records]
@@ -418,8 +438,7 @@ class CocoDataset(torch.utils.data.Dataset):
         image = read_image(path)
         if image.shape[:2] != (record.height, record.width):
             raise UserError(
-                f"{path} is {image.shape[1]}x{image.shape[0]} pixels but {self.json_path} says "
-                f"{record.width}x{record.height} (width x height)"
+                _size_mismatch(path, (image.shape[1], image.shape[0]), self.json_path, (record.width, record.height))
             )
         target = {
             "masks": LazyMasks(record.segmentations, source_size=(record.height, record.width)),
@@ -445,6 +464,10 @@ class CocoDataset(torch.utils.data.Dataset):
 
     def __repr__(self) -> str:
         return f"CocoDataset({self.json_path}, {len(self)} images, {len(self.class_names)} classes)"
+
+
+def _size_mismatch(path: Path, size: tuple[int, int], json_path: Path, expected: tuple[int, int]) -> str:
+    return f"{path} is {size[0]}x{size[1]} pixels but {json_path} says {expected[0]}x{expected[1]} (width x height)"
 
 
 def _crowd_box(segmentation: list[np.ndarray] | dict | None, bbox: Any, height: int, width: int) -> np.ndarray | None:

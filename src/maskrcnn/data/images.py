@@ -1,13 +1,21 @@
-"""Reading images from disk into RGB uint8 arrays, whatever their mode.
+"""Reading images from disk into RGB uint8 arrays, whatever their mode; image sizes from file headers.
 
 Grayscale, palette, RGBA (alpha dropped), CMYK, 16-bit and 32-bit images are converted to
 8-bit RGB; EXIF orientation is applied, as cameras and phones expect. A file that cannot be decoded raises
-``UserError`` naming it.
+``UserError`` naming it and saying why (missing, empty, not an image, truncated, too many pixels).
+
+Pixel limit: an image is decoded only when it has at most ``max_pixels`` pixels (default ``DEFAULT_MAX_PIXELS``,
+100 million, e.g. 12000 x 8000), checked from its header before any pixel is decoded. This replaces Pillow's own
+decompression-bomb limit (89.5 million pixels, an error at twice that), which would otherwise stop at images a
+caller has allowed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +24,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from maskrcnn.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+DEFAULT_MAX_PIXELS = 100_000_000
+
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+_PIL_LIMIT = threading.Lock()  # Pillow's pixel limit is a global; we lift it only while reading a header
 
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:
@@ -32,21 +45,84 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8).copy()
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read ``path`` -> ndarray[H, W, 3] uint8 RGB, EXIF orientation applied.
-
-    Raises ``UserError`` for a missing, unreadable, truncated or non-image file.
-    """
-    path = Path(path)
+@contextlib.contextmanager
+def _open(path: Path) -> Iterator[Image.Image]:
+    """``Image.open`` (header only) without Pillow's pixel limit, with every failure as a ``UserError`` that says
+    why. The caller applies its own limit before decoding."""
     try:
-        with Image.open(path) as image:
-            image.load()  # decode now, so a truncated file fails here and not later
-            image = ImageOps.exif_transpose(image)
-            return to_rgb_array(image)
+        with _PIL_LIMIT:
+            limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                image = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = limit
     except FileNotFoundError:
         raise UserError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise UserError(f"cannot read image {path}: {e}") from None
+    except UnidentifiedImageError:
+        raise UserError(f"cannot read image {path}: {_not_an_image(path)}") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise UserError(f"cannot read image {path}: {getattr(e, 'strerror', None) or e}") from None
+    with image:
+        try:
+            yield image
+        except (OSError, ValueError, SyntaxError) as e:  # decoding: truncated or damaged data
+            raise UserError(f"cannot read image {path}: the file is truncated or damaged ({e})") from None
+
+
+def _not_an_image(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError as e:
+        return str(e.strerror or e)
+    if not head:
+        return "the file is empty"
+    return f"not an image format Pillow reads (JPEG, PNG, BMP, TIFF, WebP, ...); it starts with {head!r}"
+
+
+def _oriented_size(image: Image.Image) -> tuple[int, int]:
+    width, height = image.size
+    # Pillow looks for a PNG's EXIF past its pixel data by decoding them all; the PNG specification puts the eXIf
+    # chunk before them, where Image.open has read it already.
+    if image.format == "PNG" and "exif" not in image.info:
+        return width, height
+    if image.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSING_ORIENTATIONS:
+        return height, width
+    return width, height
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of an image as ``read_image`` will return it (EXIF rotation applied), from its header only.
+
+    Raises ``UserError`` naming the file when it cannot be opened as an image.
+    """
+    with _open(Path(path)) as image:
+        return _oriented_size(image)
+
+
+class TooManyPixels(UserError):
+    """An image larger than the caller allows."""
+
+
+def check_pixels(path: str | os.PathLike, width: int, height: int, max_pixels: int) -> None:
+    """``TooManyPixels`` when a ``width`` x ``height`` image has more than ``max_pixels`` pixels."""
+    if width * height > max_pixels:
+        raise TooManyPixels(
+            f"image {path} is {width}x{height} = {width * height:,} pixels, more than the {max_pixels:,} allowed"
+        )
+
+
+def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read ``path`` -> ndarray[H, W, 3] uint8 RGB, EXIF orientation applied.
+
+    Raises ``UserError`` for a missing, unreadable, truncated or non-image file, and for an image of more than
+    ``max_pixels`` pixels (checked before decoding).
+    """
+    path = Path(path)
+    with _open(path) as image:
+        check_pixels(path, *image.size, max_pixels)
+        image.load()  # decode now, so a truncated file fails here and not later
+        return to_rgb_array(ImageOps.exif_transpose(image))
 
 
 def list_images(inputs: list[str | os.PathLike]) -> list[Path]:

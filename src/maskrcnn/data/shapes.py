@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from maskrcnn.errors import UserError
-from maskrcnn.io import atomic_write_bytes, atomic_write_json
+from maskrcnn.io import atomic_write_bytes, atomic_write_json, output_folder
 from maskrcnn.structures.masks import bitmap_to_box, bitmap_to_rle
 
 CATEGORIES: tuple[tuple[int, str], ...] = ((1, "square"), (2, "circle"), (3, "triangle"))
@@ -122,9 +122,7 @@ def generate_shapes(
         raise UserError(f"--max-instances must be at least 1, got {max_instances}")
     if seed < 0:
         raise UserError(f"--seed must be non-negative, got {seed}")
-    output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise UserError(f"output is not a folder: {output_dir}")
+    output_dir = output_folder(output_dir)
     images, annotations = [], []
     for i in range(num_images):
         rng = np.random.default_rng([seed, i])

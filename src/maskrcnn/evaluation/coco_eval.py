@@ -6,8 +6,9 @@ The numbers are pycocotools's own (``COCOeval.evaluate/accumulate/summarize``); 
 inputs so that a user mistake becomes one clear ``UserError`` instead of an assertion deep inside pycocotools:
 
 - results name categories and images of the ground truth. A result carrying ``file_name`` (``maskrcnn predict``
-  writes it) is matched to the ground-truth image of that file name when its ``image_id`` does not name that image:
-  first by the exact path, then by the base name. So predictions made on a folder can be scored against a json.
+  writes it) is matched to the ground-truth image of that file name when its ``image_id`` does not name that image
+  (or it has no ``image_id``): first by the exact path, then by the base name. So predictions made on a folder can
+  be scored against a json.
 - ``bbox`` is scored on each result's ``bbox``; ``segm`` on its ``segmentation`` (compressed or uncompressed RLE or
   polygons), with the box dropped so that the detection's area for the small/medium/large split is its mask's area
   and not its box's (detectron2 scores masks the same way).
@@ -350,11 +351,13 @@ def _check_results(results: list[dict], gt: GroundTruth, *, source: str) -> None
     for i, r in enumerate(results):
         if not isinstance(r, dict):
             raise UserError(f"{source}: result {i} is not an object")
-        for key in ("image_id", "category_id", "score"):
+        if "image_id" not in r and not isinstance(r.get("file_name"), str):
+            raise UserError(f"{source}: result {i} has neither `image_id` nor `file_name`")
+        for key in ("category_id", "score"):
             if key not in r:
                 raise UserError(f"{source}: result {i} has no `{key}`")
         for key in ("image_id", "category_id"):
-            if not _is_id(r[key]):
+            if key in r and not _is_id(r[key]):
                 raise UserError(f"{source}: result {i} has {key} {r[key]!r}, expected an integer")
         if not _is_number(r["score"]):
             raise UserError(f"{source}: result {i} has score {r['score']!r}, expected a finite number")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from maskrcnn.data.openimages.http import FetchError, HttpClient, RangeNotHonoured
+from maskrcnn.http import FetchError, HttpClient, RangeNotHonoured
 from maskrcnn.errors import UserError
 from maskrcnn.io import atomic_write_json
 from maskrcnn.zoo.registry import WeightsEntry

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from maskrcnn.data.openimages.http import HttpClient
+from maskrcnn.http import HttpClient
 from maskrcnn.errors import UserError
 from maskrcnn.zoo.cache import fetch
 from maskrcnn.zoo import registry

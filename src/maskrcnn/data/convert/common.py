@@ -1,4 +1,4 @@
-"""What the converters share: image sizes from file headers, polygon clipping, placing images into the output, and
+"""What the converters share: polygon clipping, placing images into the output, and
 building and writing the COCO json.
 
 Polygons here are ndarray[P, 2] float64 (x, y) in absolute pixels; COCO writes them flat, ``[x1, y1, x2, y2, ...]``.
@@ -14,32 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 
 from maskrcnn.errors import UserError
 from maskrcnn.io import atomic_write_json
-
-_EXIF_ORIENTATION = 274
-_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) of an image as ``read_image`` will return it (EXIF rotation applied), from its header only.
-
-    Raises ``UserError`` naming the file when it cannot be opened as an image.
-    """
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if image.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSING_ORIENTATIONS:
-                width, height = height, width
-    except FileNotFoundError:
-        raise UserError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise UserError(f"cannot read image {path}: {e}") from None
-    return width, height
-
 
 def polygon_area(points: np.ndarray) -> float:
     """Area enclosed by a polygon ndarray[P, 2] (shoelace formula), whatever its orientation."""
@@ -150,13 +128,3 @@ def write_coco(
     atomic_write_json(path, data)
     return path
 
-
-def check_output_dir(output_dir: Path) -> Path:
-    output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise UserError(f"output is not a folder: {output_dir}")
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create the output folder {output_dir}: {e}") from None
-    return output_dir

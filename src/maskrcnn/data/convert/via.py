@@ -32,14 +32,14 @@ from typing import Any
 import numpy as np
 
 from maskrcnn.data.convert.common import (
-    check_output_dir,
-    image_size,
     instance_from_polygons,
     place_image,
     write_coco,
 )
 from maskrcnn.data.convert.report import ConvertReport
+from maskrcnn.data.images import image_size
 from maskrcnn.errors import UserError
+from maskrcnn.io import output_folder
 
 SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "testing", "trainval", "dev"})
 CLASS_ATTRIBUTES = ("class", "label", "category", "name", "type")
@@ -205,13 +205,14 @@ def _convert_region(
 def convert_via(input: Path, output_dir: Path, *, images_dir: Path | None = None) -> ConvertReport:
     """Convert a VIA json (or its folder) into ``output_dir/annotations.json`` + ``output_dir/images/``.
 
-    Bad regions and missing images are skipped and listed in the report's ``skipped``; the rest converts.
+    Bad regions and missing images are skipped and listed in the report's ``skipped``; the rest converts. Raises
+    ``UserError`` when no image at all could be used.
     """
     json_path = find_via_json(input)
     entries = _read_entries(json_path)
     if images_dir is not None and not Path(images_dir).is_dir():
         raise UserError(f"images folder not found: {images_dir}")
-    output_dir = check_output_dir(output_dir)
+    output_dir = output_folder(output_dir)
     folders = [Path(images_dir)] if images_dir is not None else [json_path.parent, json_path.parent / "images"]
     class_attribute = _class_attribute(entries)
     default_class = dataset_class_name(json_path)
@@ -251,6 +252,10 @@ def convert_via(input: Path, output_dir: Path, *, images_dir: Path | None = None
             else:
                 instances.append((image_id, *converted))
 
+    if by_file and not images:  # converting nothing is not a success
+        looked = " or ".join(str(f) for f in folders)
+        raise UserError(f"none of the {len(by_file)} images of {json_path} could be used (looked in {looked}); "
+                        f"first: {report.skipped[0]}")  # fmt: skip
     names = sorted({name for _, name, _ in instances} | ({default_class} if class_attribute is None else set()))
     category_of = {name: i + 1 for i, name in enumerate(names)}
     annotations = [

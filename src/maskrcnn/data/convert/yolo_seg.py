@@ -32,15 +32,14 @@ import yaml
 
 from maskrcnn.data.coco_classes import COCO_CATEGORIES
 from maskrcnn.data.convert.common import (
-    check_output_dir,
-    image_size,
     instance_from_polygons,
     place_image,
     write_coco,
 )
 from maskrcnn.data.convert.report import ConvertReport
-from maskrcnn.data.images import IMAGE_SUFFIXES
+from maskrcnn.data.images import IMAGE_SUFFIXES, image_size
 from maskrcnn.errors import UserError
+from maskrcnn.io import output_folder
 
 NAMES_FILES = ("data.yaml", "dataset.yaml")
 CLASSES_TXT = "classes.txt"
@@ -175,7 +174,7 @@ def convert_yolo_seg(
     else:
         names = read_names(names_file)
         category_ids = list(range(1, len(names) + 1))
-    output_dir = check_output_dir(output_dir)
+    output_dir = output_folder(output_dir)
     report = ConvertReport(output=output_dir)
     shown_root = input.resolve().parent
 

@@ -33,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from maskrcnn.data.openimages.csv_filter import candidate_lines, read_header
-from maskrcnn.data.openimages.http import FetchError, HttpClient, RangeNotHonoured
+from maskrcnn.http import FetchError, HttpClient, RangeNotHonoured
 from maskrcnn.data.openimages.layout import safe_image_id
 from maskrcnn.data.openimages.remote_zip import ByteSource, FileSource, HttpSource
 from maskrcnn.errors import UserError

@@ -41,7 +41,6 @@ from maskrcnn.data.openimages.catalog import (
 from maskrcnn.data.openimages.coco_writer import build_dataset, dataset_counts
 from maskrcnn.data.openimages.csv_filter import filter_segmentation_csv
 from maskrcnn.data.openimages.hierarchy import ClassHierarchy, read_hierarchy
-from maskrcnn.data.openimages.http import FetchError, HttpClient, RetryPolicy
 from maskrcnn.data.openimages.image_fetch import fetch_images
 from maskrcnn.data.openimages.image_labels import choose_negatives, read_verified_labels
 from maskrcnn.data.openimages.instances import plan_instances
@@ -62,6 +61,7 @@ from maskrcnn.data.openimages.layout import (
 from maskrcnn.data.openimages.mask_fetch import fetch_masks, read_cached_mask
 from maskrcnn.data.openimages.report import DownloadReport
 from maskrcnn.errors import UserError
+from maskrcnn.http import FetchError, HttpClient, RetryPolicy
 from maskrcnn.io import atomic_write_bytes, atomic_write_json
 
 INFO = {

@@ -23,7 +23,6 @@ from tqdm import tqdm
 
 from maskrcnn.data.openimages.coco_writer import decode_mask_png
 from maskrcnn.data.openimages.csv_filter import MaskRow
-from maskrcnn.data.openimages.http import FetchError, HttpClient, RangeNotHonoured, host_of
 from maskrcnn.data.openimages.layout import base_url, cache_root, mask_cache_dir, mask_shard, shard_of
 from maskrcnn.data.openimages.remote_zip import (
     CorruptMember,
@@ -34,6 +33,7 @@ from maskrcnn.data.openimages.remote_zip import (
     ZipReader,
 )
 from maskrcnn.errors import UserError
+from maskrcnn.http import FetchError, HttpClient, RangeNotHonoured, host_of
 from maskrcnn.io import atomic_write_bytes
 
 UNREACHABLE_AFTER = 3
