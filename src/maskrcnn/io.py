@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader never sees a half-written file; and output folders.
+"""Atomic file writes: a reader never sees a half-written file; output folders; json files read with one clear
+error.
 
 Every writer goes to a temporary file in the destination's folder, flushes it to disk, then renames it over the
 destination (``os.replace`` is atomic on POSIX and Windows when both paths are on one file system).
@@ -77,3 +78,21 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
 
     with atomic_open(path, "wb") as f:
         torch.save(obj, f)
+
+
+def read_json(path: str | os.PathLike, *, what: str) -> Any:
+    """Parse the json file ``path``. ``UserError`` naming it (as ``what``, e.g. "results file") when it is missing, a
+    folder, unreadable, not UTF-8 or not valid json."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise UserError(f"{what} is a folder, expected a json file: {path}") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{what} {path} is not valid json: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{what} {path} is not valid json: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise UserError(f"cannot read {what} {path}: {e.strerror or e}") from None

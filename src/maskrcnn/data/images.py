@@ -1,4 +1,5 @@
-"""Reading images from disk into RGB uint8 arrays, whatever their mode; image sizes from file headers.
+"""Reading images from disk into RGB uint8 arrays, whatever their mode; image sizes from file headers; where an
+annotation file's images are.
 
 Grayscale, palette, RGBA (alpha dropped), CMYK, 16-bit and 32-bit images are converted to
 8-bit RGB; EXIF orientation is applied, as cameras and phones expect. A file that cannot be decoded raises
@@ -21,9 +22,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from maskrcnn.errors import UserError
+from maskrcnn.errors import ArgumentError, UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUBFOLDERS = ("images", "JPEGImages")  # where datasets keep their images, beside the annotation file
 DEFAULT_MAX_PIXELS = 100_000_000
 
 _EXIF_ORIENTATION = 0x0112
@@ -149,3 +151,38 @@ def list_images(inputs: list[str | os.PathLike]) -> list[Path]:
         else:
             raise UserError(f"input not found: {p}")
     return found
+
+
+def image_folders(annotations_path: str | os.PathLike) -> list[Path]:
+    """Where the images of an annotation file may be, in order: its folder, then its ``images/`` and ``JPEGImages/``
+    subfolders."""
+    base = Path(annotations_path).parent
+    return [base] + [base / sub for sub in IMAGE_SUBFOLDERS]
+
+
+def guess_images_dir(annotations_path: str | os.PathLike, file_names: list[str]) -> Path | None:
+    """The folder of ``image_folders`` that the images' ``file_name``s are relative to: the one holding the most of
+    the first 20 (ties go to the earlier) -> that folder, or None when none holds any of them (or there are none)."""
+    sample = file_names[:20]
+    if not sample:
+        return None
+    candidates = image_folders(annotations_path)
+    found = [sum(os.path.isfile(folder / name) for name in sample) for folder in candidates]
+    best = max(range(len(candidates)), key=lambda i: (found[i], -i))
+    return candidates[best] if found[best] else None
+
+
+def find_images_dir(annotations_path: str | os.PathLike, file_names: list[str]) -> Path:
+    """``guess_images_dir``, or the annotation file's folder when there are no images. When no folder holds any of
+    them: an ``ArgumentError`` naming the file, an image and the folders looked in, that asks for ``images_dir``."""
+    found = guess_images_dir(annotations_path, file_names)
+    if found is not None:
+        return found
+    if not file_names:
+        return Path(annotations_path).parent
+    looked = ", ".join(str(c) for c in image_folders(annotations_path))
+    raise ArgumentError(
+        "images_dir",
+        f"cannot find the images of {annotations_path} (e.g. {file_names[0]!r}): looked in {looked}; "
+        "give the images folder as {arg}",
+    )

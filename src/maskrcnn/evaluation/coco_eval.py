@@ -13,13 +13,14 @@ inputs so that a user mistake becomes one clear ``UserError`` instead of an asse
   polygons), with the box dropped so that the detection's area for the small/medium/large split is its mask's area
   and not its box's (detectron2 scores masks the same way).
 - An empty results list scores 0 wherever ground truth exists (pycocotools itself refuses an empty list).
-- Ground-truth instances without a mask (no ``segmentation``, only degenerate polygons, or ``"isbbox": true``: a
-  box-only instance whose ``segmentation`` is just its box, as ``maskrcnn openimages download`` writes them) are
-  *ignored regions* for ``segm``: they are given their box as a crowd region, so a detection on them counts neither as a hit nor as a
-  false positive and no detection is required. If no ground-truth instance has a mask, ``segm`` is skipped with a
-  note. Box scoring uses every instance.
+- The ground truth is read and checked by ``data.coco.read_coco``, by the same rules as for training (which
+  annotations are instances, box-only instances, crowd regions or skipped; see there).
+- Box-only ground-truth instances (no usable mask, or ``"isbbox": true``) and masks that cover no pixel are *ignored
+  regions* for ``segm``: they are given their box as a crowd region, so a detection on them counts neither as a hit
+  nor as a false positive and no detection is required. If no ground-truth instance has a mask, ``segm`` is skipped
+  with a note. Box scoring uses every instance.
 - A ground-truth annotation without ``area`` gets its mask's area (its box's when it has no mask), one without
-  ``iscrowd`` gets 0, one without ``bbox`` gets its mask's tight box.
+  ``bbox`` its mask's extent.
 
 Metrics are in percent; pycocotools's -1 ("no ground truth of this size or class") becomes None.
 
@@ -32,25 +33,21 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
-import math
-import numbers
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from maskrcnn.errors import UserError
+from maskrcnn.data.coco import CocoData, is_box, is_integer, is_number, read_coco
+from maskrcnn.errors import ArgumentError, UserError
+from maskrcnn.io import read_json
+from maskrcnn.structures.masks import rle_area, segmentation_to_rle
 
 IOU_TYPES = ("bbox", "segm")
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # the first six of COCOeval.stats, in order
-# Per-image verified labels: LVIS's two keys, and the classes verified present (Open Images' positive labels).
-VERIFIED_LABEL_KEYS = ("pos_category_ids", "neg_category_ids", "not_exhaustive_category_ids")
 
 
 @dataclass(frozen=True)
@@ -80,21 +77,6 @@ class CocoEvalResult:
     notes: list[str] = field(default_factory=list)
 
 
-def read_json(path: Path, *, what: str) -> Any:
-    """Parse the json file ``path``; ``UserError`` naming the file (as ``what``) if missing or invalid."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"{what} not found: {path}") from None
-    except IsADirectoryError:
-        raise UserError(f"{what} is a folder, expected a json file: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{what} {path} is not valid json: {e}") from None
-    except OSError as e:
-        raise UserError(f"cannot read {what} {path}: {e.strerror or e}") from None
-
-
 def load_results(path: Path) -> list[dict]:
     """A COCO results json (a list of detections) -> list[dict]; ``UserError`` naming the file when it is not one."""
     results = read_json(path, what="results file")
@@ -107,36 +89,6 @@ def load_results(path: Path) -> list[dict]:
 # Ground truth
 
 
-def _is_number(value: Any) -> bool:
-    """A finite real number (numpy scalars included), not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_id(value: Any) -> bool:
-    """An image or category id: an integer or a string (numpy integers included), not a bool."""
-    return isinstance(value, (numbers.Integral, str)) and not isinstance(value, bool)
-
-
-def _clean_segmentation(segmentation: Any) -> list | dict | None:
-    """GT ``segmentation`` -> polygons with >= 3 points, or an RLE dict, or None when there is no usable mask."""
-    if isinstance(segmentation, dict):
-        return segmentation if "counts" in segmentation and "size" in segmentation else None
-    if isinstance(segmentation, list):
-        polygons = [p for p in segmentation if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0]
-        return polygons or None
-    return None
-
-
-def _segmentation_to_rle(segmentation: list | dict, height: int, width: int) -> dict:
-    """Polygons, uncompressed or compressed RLE -> compressed RLE (counts as bytes, as pycocotools keeps it)."""
-    if isinstance(segmentation, list):
-        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    if isinstance(segmentation["counts"], list):
-        return mask_utils.frPyObjects(segmentation, height, width)
-    counts = segmentation["counts"]
-    return {"size": list(segmentation["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-
-
 @dataclass(frozen=True)
 class GroundTruth:
     """A checked COCO instances json, reduced to what scoring and drawing need (fresh dicts, safe to hand on)."""
@@ -144,115 +96,48 @@ class GroundTruth:
     path: Path | None  # the json it was read from; None for a dict
     images: list[dict]  # {"id", "file_name", "height", "width"} + the verified labels present (VERIFIED_LABEL_KEYS)
     categories: list[dict]  # {"id", "name"} + "mid" when the json has one (Open Images)
-    annotations: list[dict]  # {"id", "image_id", "category_id", "bbox", "area", "iscrowd", "segmentation" | None}
-
-
-def _checked_annotation(ann: dict, *, size: tuple, label: str) -> dict:
-    """One ground-truth annotation -> a fresh dict with ``bbox``, ``area``, ``iscrowd`` and a usable mask or None.
-
-    size: (height, width) of its image. ``UserError`` (prefixed with ``label``) for what cannot be scored.
-    """
-    height, width = size
-    segmentation = None if ann.get("isbbox") is True else _clean_segmentation(ann.get("segmentation"))
-    rle = None
-    if segmentation is not None:
-        if not (_is_number(height) and _is_number(width)):
-            raise UserError(f"{label}: its image needs `height` and `width` to read its mask")
-        try:
-            rle = _segmentation_to_rle(segmentation, int(height), int(width))
-        except Exception as e:  # pycocotools raises bare Exception/TypeError on malformed RLE or polygons
-            raise UserError(f"{label} has an unreadable segmentation: {e}") from None
-        if list(rle["size"]) != [height, width]:
-            raise UserError(f"{label}: mask size {list(rle['size'])} differs from its image's {[height, width]}")
-    bbox = ann.get("bbox")
-    if bbox is None and rle is not None:
-        bbox = [float(v) for v in mask_utils.toBbox(rle)]
-    if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
-        raise UserError(f"{label} has no usable `bbox` [x, y, w, h] and no mask to take one from")
-    area = ann.get("area")
-    if not _is_number(area):
-        area = float(mask_utils.area(rle)) if rle is not None else float(bbox[2] * bbox[3])
-    return {
-        "id": ann.get("id"),
-        "image_id": ann["image_id"],
-        "category_id": ann["category_id"],
-        "bbox": list(bbox),
-        "area": area,
-        "iscrowd": int(bool(ann.get("iscrowd", 0))),
-        "segmentation": segmentation,
-    }
+    annotations: list[dict]  # {"id", "image_id", "category_id", "bbox", "area", "iscrowd", "segmentation"}:
+    # segmentation a compressed RLE, or None for an instance without a mask (box-only)
+    notes: list[str] = field(default_factory=list)  # annotations the rules skipped
 
 
 def load_ground_truth(gt: Path | dict | GroundTruth) -> GroundTruth:
-    """Read and check a COCO instances json (or its dict) into fresh dicts; the input is never modified.
+    """Read and check a COCO instances json (or its dict, which is not modified) with ``data.coco.read_coco`` ->
+    the fresh dicts pycocotools scores, masks drawn as compressed RLE.
 
-    ``UserError`` naming the file and the annotation for what pycocotools could not score (see the module docstring
-    for the fields that are filled in when missing). ``segmentation`` is None for an instance without a usable mask.
-    A ``GroundTruth`` is returned as it is, so callers can load once and pass it to scoring and to the report.
+    ``UserError`` naming the file and the annotation for what breaks the format. A ``GroundTruth`` is returned as it
+    is, so callers can load once and pass it to scoring and to the report.
     """
     if isinstance(gt, GroundTruth):
         return gt
-    name = str(gt) if isinstance(gt, Path) else "the ground truth"
-    data = read_json(gt, what="ground-truth file") if isinstance(gt, Path) else gt
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "categories")):
-        raise UserError(f"{name} is not a COCO instances json: it needs `images` and `categories` lists")
-    raw_annotations = data.get("annotations", [])
-    if not isinstance(raw_annotations, list):
-        raise UserError(f"{name}: `annotations` must be a list")
-
-    images, image_ids = [], set()
-    for i, img in enumerate(data["images"]):
-        if not isinstance(img, dict) or "id" not in img:
-            raise UserError(f"{name}: images[{i}] has no `id`")
-        images.append(
-            {"id": img["id"], "file_name": img.get("file_name"), "height": img.get("height"), "width": img.get("width")}
-        )
-        image_ids.add(img["id"])
-    categories, category_ids = [], set()
-    for i, cat in enumerate(data["categories"]):
-        if not isinstance(cat, dict) or "id" not in cat:
-            raise UserError(f"{name}: categories[{i}] has no `id`")
-        categories.append({"id": cat["id"], "name": str(cat.get("name", cat["id"]))})
-        if isinstance(cat.get("mid"), str):
-            categories[-1]["mid"] = cat["mid"]
-        category_ids.add(cat["id"])
-    for img, raw in zip(images, data["images"]):
-        img.update(_verified_labels(raw, category_ids, label=f"{name}: image {img['id']}"))
-    sizes = {img["id"]: (img["height"], img["width"]) for img in images}
-
-    numeric_ids = [a["id"] for a in raw_annotations if isinstance(a, dict) and isinstance(a.get("id"), int)]
-    next_id = max(numeric_ids, default=0) + 1  # for annotations without an id
-    annotations = []
-    for i, ann in enumerate(raw_annotations):
-        if not isinstance(ann, dict):
-            raise UserError(f"{name}: annotations[{i}] is not an object")
-        label = f"{name}: annotation {ann.get('id', f'#{i}')}"
-        if ann.get("image_id") not in image_ids:
-            raise UserError(f"{label} refers to image id {ann.get('image_id')!r}, which is not in `images`")
-        if ann.get("category_id") not in category_ids:
-            raise UserError(f"{label} refers to category id {ann.get('category_id')!r}, which is not in `categories`")
-        annotation = _checked_annotation(ann, size=sizes[ann["image_id"]], label=label)
-        if annotation["id"] is None:
-            annotation["id"], next_id = next_id, next_id + 1
-        annotations.append(annotation)
-    path = gt if isinstance(gt, Path) else None
-    return GroundTruth(path=path, images=images, categories=categories, annotations=annotations)
+    coco = read_coco(gt, what="ground-truth file")
+    return GroundTruth(
+        path=coco.path,
+        images=[{"id": im.id, "file_name": im.file_name, "height": im.height, "width": im.width, **im.verified}
+                for im in coco.images],  # fmt: skip
+        categories=[{"id": c.id, "name": c.name, **({"mid": c.mid} if c.mid is not None else {})}
+                    for c in coco.categories],  # fmt: skip
+        annotations=_scored_annotations(coco),
+        notes=[f"ground truth: {coco.skipped_note()}"] if coco.skipped else [],
+    )
 
 
-def _verified_labels(image: dict, category_ids: set, *, label: str) -> dict[str, list]:
-    """The image's verified labels (LVIS convention, ``VERIFIED_LABEL_KEYS``) that it carries, checked."""
-    found = {}
-    for key in VERIFIED_LABEL_KEYS:
-        if key not in image:
-            continue
-        ids = image[key]
-        if not isinstance(ids, list):
-            raise UserError(f"{label}: `{key}` must be a list of category ids")
-        unknown = [c for c in ids if c not in category_ids]
-        if unknown:
-            raise UserError(f"{label}: `{key}` names category ids {unknown} that are not in `categories`")
-        found[key] = list(ids)
-    return found
+def _scored_annotations(coco: CocoData) -> list[dict]:
+    """Each annotation as pycocotools scores it: its mask drawn (None when it has none or it covers no pixel), its
+    ``bbox`` and ``area`` as the json gives them, else from its mask (from its box without one)."""
+    sizes = {im.id: (im.height, im.width) for im in coco.images}
+    scored = []
+    for ann in coco.annotations:
+        rle = None
+        if ann.segmentation is not None:
+            rle = segmentation_to_rle(ann.segmentation, *sizes[ann.image_id])
+            rle = rle if rle_area(rle) > 0 else None
+        x1, y1, x2, y2 = (float(v) for v in ann.box)
+        bbox = ann.bbox if ann.bbox is not None else [x1, y1, x2 - x1, y2 - y1]
+        area = ann.area if ann.area is not None else float(rle_area(rle)) if rle is not None else bbox[2] * bbox[3]
+        scored.append({"id": ann.id, "image_id": ann.image_id, "category_id": ann.category_id, "bbox": bbox,
+                       "area": area, "iscrowd": int(ann.iscrowd), "segmentation": rle})  # fmt: skip
+    return scored
 
 
 def _coco(images: list[dict], categories: list[dict], annotations: list[dict]) -> COCO:
@@ -357,9 +242,9 @@ def _check_results(results: list[dict], gt: GroundTruth, *, source: str) -> None
             if key not in r:
                 raise UserError(f"{source}: result {i} has no `{key}`")
         for key in ("image_id", "category_id"):
-            if key in r and not _is_id(r[key]):
+            if key in r and not is_integer(r[key]):
                 raise UserError(f"{source}: result {i} has {key} {r[key]!r}, expected an integer")
-        if not _is_number(r["score"]):
+        if not is_number(r["score"]):
             raise UserError(f"{source}: result {i} has score {r['score']!r}, expected a finite number")
         if r["category_id"] not in category_ids:
             unknown.add(r["category_id"])
@@ -367,6 +252,10 @@ def _check_results(results: list[dict], gt: GroundTruth, *, source: str) -> None
         names = ", ".join(sorted(map(str, unknown)))
         known = ", ".join(map(str, sorted(category_ids, key=str)))
         raise UserError(f"{source}: category ids {names} are not in the ground truth (its categories: {known})")
+
+
+def _first_without_mask(results: list[dict]) -> int | None:
+    return next((i for i, r in enumerate(results) if r.get("segmentation") is None), None)
 
 
 def _keys(result: dict) -> dict:
@@ -391,37 +280,19 @@ def _results_for(iou_type: str, results: list[dict], gt: GroundTruth, *, source:
             raise UserError(f"{source}: result {first} has no `bbox`; box AP needs one in every result")
         for i, r in enumerate(results):
             bbox = r["bbox"]
-            if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+            if not is_box(bbox):
                 raise UserError(f"{source}: result {i} has bbox {bbox!r}, expected [x, y, width, height]")
             prepared.append({**_keys(r), "bbox": [float(v) for v in bbox]})
         return prepared
 
+    missing = _first_without_mask(results)
+    if missing is not None:
+        raise UserError(f"{source}: result {missing} has no `segmentation`; the mask metrics need one in every result")
     for i, r in enumerate(results):
-        segmentation = r.get("segmentation")
-        if segmentation is None:
-            raise UserError(
-                f"{source}: result {i} has no `segmentation`; mask AP (segm) needs one in every result "
-                "(score boxes only with --iou-types bbox)"
-            )
-        height, width = sizes[r["image_id"]]
-        if not (_is_number(height) and _is_number(width)):
-            raise UserError(f"ground-truth image {r['image_id']} needs `height` and `width` to score masks")
         try:
-            if isinstance(segmentation, dict):
-                if "counts" not in segmentation or "size" not in segmentation:
-                    raise ValueError("an RLE needs `size` and `counts`")
-                if list(segmentation["size"]) != [height, width]:
-                    raise UserError(
-                        f"{source}: result {i} has a mask of size {segmentation['size']} for image "
-                        f"{r['image_id']} of size {[height, width]} (height, width)"
-                    )
-            elif not isinstance(segmentation, list):
-                raise ValueError("expected an RLE object or a list of polygons")
-            rle = _segmentation_to_rle(segmentation, int(height), int(width))
-        except UserError:
-            raise
-        except Exception as e:  # malformed RLE or polygons: pycocotools raises bare Exception/TypeError
-            raise UserError(f"{source}: result {i} has an unreadable segmentation: {e}") from None
+            rle = segmentation_to_rle(r["segmentation"], *sizes[r["image_id"]])
+        except ValueError as e:
+            raise UserError(f"{source}: result {i} (image {r['image_id']}): {e}") from None
         prepared.append({**_keys(r), "segmentation": rle})
     return prepared
 
@@ -466,7 +337,7 @@ def load_inputs(
     ground_truth = load_ground_truth(gt)
     _check_results(results, ground_truth, source=source)
     results, notes = match_images(results, ground_truth, source=source)
-    return ground_truth, results, source, notes
+    return ground_truth, results, source, [*ground_truth.notes, *notes]
 
 
 def evaluate_coco(
@@ -501,6 +372,10 @@ def evaluate_coco(
                 continue
             if unmasked:
                 notes.append(f"segm: {unmasked} ground-truth instances without a mask were scored as ignored regions")
+            missing = _first_without_mask(results)
+            if missing is not None:
+                raise ArgumentError("iou_types", f"{source}: result {missing} has no `segmentation`; mask AP (segm) "
+                                    "needs one in every result (score boxes only with {arg} bbox)")  # fmt: skip
         evaluator = _run_cocoeval(gt_coco, _results_for(iou_type, results, ground_truth, source=source), iou_type)
         metrics[iou_type] = {name: _percent(v) for name, v in zip(METRIC_NAMES, evaluator.stats[: len(METRIC_NAMES)])}
         # precision: (T, R, K, A, M) -> area "all", maxDets 100 -> (T, R, K), categories in sorted-id order

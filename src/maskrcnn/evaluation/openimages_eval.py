@@ -51,17 +51,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from maskrcnn.data.openimages.hierarchy import ClassHierarchy, read_hierarchy
-from maskrcnn.evaluation.coco_eval import (
-    VERIFIED_LABEL_KEYS,
-    GroundTruth,
-    _results_for,
-    _segmentation_to_rle,
-    _unique_names,
-    load_inputs,
-)
+from maskrcnn.data.coco import VERIFIED_LABEL_KEYS
+from maskrcnn.evaluation.coco_eval import GroundTruth, _results_for, _unique_names, load_inputs
+from maskrcnn.structures.masks import ious, rle_area, rle_boxes
 
 IOU_THRESHOLD = 0.5
 MAX_DETECTIONS = 10000  # per class and image, as the reference keeps
@@ -183,14 +177,9 @@ def _ground_truth_by_image(
 ) -> tuple[dict, dict]:
     """-> ({image id: {category id: _Instances}} expanded up the hierarchy, {image id: evaluatable category ids})."""
     instances: dict = {img["id"]: defaultdict(_Instances) for img in gt.images}
-    sizes = {img["id"]: (img["height"], img["width"]) for img in gt.images}
     box_only = 0
     for ann in gt.annotations:
-        rle = None
-        if ann["segmentation"] is not None:
-            rle = _segmentation_to_rle(ann["segmentation"], *map(int, sizes[ann["image_id"]]))
-            if mask_utils.area(rle) == 0:
-                rle = None
+        rle = ann["segmentation"]  # compressed RLE with pixels, or None
         box_only += rle is None and not ann["iscrowd"]
         for c in (ann["category_id"], *up[ann["category_id"]]):
             inst = instances[ann["image_id"]][c]
@@ -231,7 +220,7 @@ def _score_image_class(
     """One image's detections of one class (COCO results with RLE masks) -> the (score, true-positive weight) entries
     they add to the class's precision-recall curve (rule 3 of the module doc)."""
     masks = [d["segmentation"] for d in dets]
-    keep = [i for i, m in enumerate(masks) if mask_utils.area(m) > 0]
+    keep = [i for i, m in enumerate(masks) if rle_area(m) > 0]
     order = sorted(keep, key=lambda i: -dets[i]["score"])[:MAX_DETECTIONS]  # stable: ties keep their order
     scores = np.array([float(dets[i]["score"]) for i in order])
     masks = [masks[i] for i in order]
@@ -240,12 +229,7 @@ def _score_image_class(
     n = len(order)
     tp = np.zeros(n, dtype=bool)
     claimed = np.zeros(n, dtype=bool)  # folded into a group, or matched to a box-only instance: not an entry
-    boxes = mask_utils.toBbox(masks) if n else np.zeros((0, 4))  # (D, 4) x, y, w, h of each mask
-
-    def iou(dt, gts, crowd: bool) -> np.ndarray:
-        """(D, G): IoU, or intersection over the detection's area when ``crowd``."""
-        return np.asarray(mask_utils.iou(dt, gts, [int(crowd)] * len(gts)), dtype=np.float64).reshape(n, len(gts))
-
+    boxes = rle_boxes(masks)  # (D, 4) x, y, w, h of each mask
     def match_one_to_one(overlaps: np.ndarray, *, ignore: bool) -> None:
         taken = np.zeros(overlaps.shape[1], dtype=bool)
         best = overlaps.argmax(axis=1)  # (D,) the argmax instance, whether or not it is free
@@ -273,14 +257,14 @@ def _score_image_class(
     singles = [m for m, g in zip(gt.masks, mask_group) if not g]
     groups = [m for m, g in zip(gt.masks, mask_group) if g]
     if n and singles:
-        match_one_to_one(iou(masks, singles, False), ignore=False)  # (a)
-    group_scores = fold_into_groups(iou(masks, groups, True)) if n and groups else {}  # (b)
+        match_one_to_one(ious(masks, singles), ignore=False)  # (a)
+    group_scores = fold_into_groups(ious(masks, groups, crowd=True)) if n and groups else {}  # (b)
     box_singles = [b for b, g in zip(gt.boxes, box_group) if not g]
     box_groups = [b for b, g in zip(gt.boxes, box_group) if g]
     if n and box_singles:
-        match_one_to_one(iou(boxes, box_singles, False), ignore=True)  # (c)
+        match_one_to_one(ious(boxes, np.array(box_singles)), ignore=True)  # (c)
     if n and box_groups:
-        fold_into_groups(iou(boxes, box_groups, True))  # (d): ignored whatever the weight
+        fold_into_groups(ious(boxes, np.array(box_groups), crowd=True))  # (d): ignored whatever the weight
     entries = ~claimed
     out_scores = list(scores[entries])
     out_weights = list(tp[entries].astype(np.float64))

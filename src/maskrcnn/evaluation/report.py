@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from maskrcnn import __version__
-from maskrcnn.data.images import read_image
+from maskrcnn.data.images import guess_images_dir, read_image
 from maskrcnn.errors import UserError
 from maskrcnn.evaluation.coco_eval import METRIC_NAMES, CocoEvalResult, GroundTruth, load_ground_truth, match_images
 from maskrcnn.evaluation.openimages_eval import OpenImagesResult
@@ -168,22 +168,10 @@ def plot_pr_curves_per_class(result: CocoEvalResult) -> bytes | None:
 # Predictions beside ground truth
 
 
-def _find_image(file_name: str | None, images_dir: Path | None, gt_dir: Path | None) -> Path | None:
-    """The image file for a ground-truth ``file_name``: in ``images_dir``, else beside the json or in its images/."""
-    if not file_name:
-        return None
-    folders = [images_dir] if images_dir is not None else [gt_dir, gt_dir / "images"] if gt_dir is not None else []
-    for folder in folders:
-        for candidate in (folder / file_name, folder / Path(file_name).name):
-            if candidate.is_file():
-                return candidate
-    return None
-
-
 def sample_images(gt: GroundTruth, *, count: int) -> list[dict]:
     """``count`` ground-truth images spread evenly over them sorted by id, images with instances first."""
     annotated = {a["image_id"] for a in gt.annotations}
-    ordered = sorted(gt.images, key=lambda img: (isinstance(img["id"], str), img["id"]))
+    ordered = sorted(gt.images, key=lambda img: img["id"])
     pool = [img for img in ordered if img["id"] in annotated]
     if len(pool) < count:
         pool = pool + [img for img in ordered if img["id"] not in annotated]
@@ -221,23 +209,24 @@ def _instances(records: list[dict], height: int, width: int, *, scale: float, na
     return {"boxes": boxes, "masks": masks if have_masks else None, "labels": labels, "scores": scores}
 
 
-def _load_picture(img: dict, *, images_dir: Path | None, gt_dir: Path | None) -> tuple[np.ndarray, str | None]:
-    """The image of a ground-truth entry at its ground-truth size, and a note when it had to be made up or resized.
+def _load_picture(img: dict, *, images_dir: Path | None) -> tuple[np.ndarray, str | None]:
+    """The image of a ground-truth entry (``images_dir / file_name``) at its ground-truth size, and a note when it had
+    to be made up or resized.
 
     A missing or unreadable image becomes a grey canvas (the masks can still be compared); one whose size differs
     from the ground truth's is resized to it, so that the masks land where they belong.
     """
-    height, width = int(img["height"] or 0), int(img["width"] or 0)
-    path = _find_image(img.get("file_name"), images_dir, gt_dir)
+    height, width = img["height"], img["width"]
     picture = None
-    if path is not None:
+    if images_dir is not None:
+        path = images_dir / img["file_name"]
         try:
             picture = read_image(path)
         except UserError:
             picture = None
     if picture is None:
-        return np.full((max(height, 1), max(width, 1), 3), 128, dtype=np.uint8), "missing"
-    if picture.shape[:2] != (height, width) and height > 0 and width > 0:
+        return np.full((height, width, 3), 128, dtype=np.uint8), "missing"
+    if picture.shape[:2] != (height, width):
         resized = Image.fromarray(picture).resize((width, height), Image.Resampling.BILINEAR)
         return np.asarray(resized), f"{path}: size differs from the ground truth's, resized to {width}x{height}"
     return picture, None
@@ -266,13 +255,12 @@ def render_prediction_grid(
     *,
     images: list[dict],
     images_dir: Path | None,
-    gt_dir: Path | None,
     score_threshold: float,
 ) -> tuple[bytes, list[str]]:
     """PNG of predictions | ground truth for each of ``images`` (two pairs per row), and notes (missing images).
 
     results: COCO results whose ``image_id`` are the ground truth's; those scoring below ``score_threshold`` are
-    not drawn.
+    not drawn. images_dir: the folder the images' ``file_name``s are relative to (None: none found, all grey).
     """
     names = {c["id"]: c["name"] for c in gt.categories}
     gt_by_image: dict = {}
@@ -292,14 +280,14 @@ def render_prediction_grid(
     draw = ImageDraw.Draw(canvas)
     missing, notes = [], []
     for n, img in enumerate(images):
-        picture, note = _load_picture(img, images_dir=images_dir, gt_dir=gt_dir)
+        picture, note = _load_picture(img, images_dir=images_dir)
         if note == "missing":
-            missing.append(str(img.get("file_name") or img["id"]))
+            missing.append(img["file_name"])
         elif note:
             notes.append(note)
         predictions, truths = pred_by_image.get(img["id"], []), gt_by_image.get(img["id"], [])
         panels = _pair(picture, predictions=predictions, truths=truths, names=names)
-        title = str(img.get("file_name") or f"image {img['id']}")
+        title = img["file_name"]
         captions = (f"{title}: predictions ({len(predictions)})", f"ground truth ({len(truths)})")
         x0 = (n % PAIRS_PER_ROW) * (pair_width + pair_gap)
         y0 = (n // PAIRS_PER_ROW) * (header + CELL + gap)
@@ -310,7 +298,7 @@ def render_prediction_grid(
                 caption = "..." + caption[4:]  # keep the end: the counts
             draw.text((x, y0 + 3), caption, font=font, fill=(20, 20, 20))
     if missing:
-        where = f"in {images_dir}" if images_dir is not None else "beside the ground truth (pass --images)"
+        where = f"in {images_dir}" if images_dir is not None else "beside the ground truth"
         more = " ..." if len(missing) > 5 else ""
         notes.append(f"{len(missing)} images were not found {where}, drawn on grey: {', '.join(missing[:5])}{more}")
     buffer = io.BytesIO()
@@ -403,7 +391,8 @@ def write_report(
     gt: the ground truth that ``eval_result`` was computed on (file, dict, or ``load_ground_truth``'s result);
     results: the same COCO results. eval_result: the COCO metrics (None: not scored, no COCO plots);
     openimages: the Open Images challenge metric, shown when given.
-    images_dir: where the ground truth's ``file_name``s are found; None looks beside a gt file and in its images/.
+    images_dir: the folder the ground truth's ``file_name``s are relative to; None looks for it beside a gt file
+    (``data.images.guess_images_dir``).
     max_images: images in the predictions grid (0 leaves the grid out); score_threshold: the least score drawn.
     """
     output_dir = Path(output_dir)
@@ -417,12 +406,13 @@ def write_report(
         _write_coco_plots(output_dir, eval_result, pictures)
     sample = sample_images(ground_truth, count=max_images) if max_images > 0 else []
     if sample:
+        if images_dir is None and ground_truth.path is not None:
+            images_dir = guess_images_dir(ground_truth.path, [img["file_name"] for img in ground_truth.images])
         grid, grid_notes = render_prediction_grid(
             ground_truth,
             results,
             images=sample,
             images_dir=Path(images_dir) if images_dir is not None else None,
-            gt_dir=ground_truth.path.parent if ground_truth.path is not None else None,
             score_threshold=score_threshold,
         )
         atomic_write_bytes(output_dir / "predictions.png", grid)

@@ -14,15 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from maskrcnn.errors import UserError
 from maskrcnn.io import atomic_write_json
+from maskrcnn.structures.masks import MIN_POLYGON_POINTS, polygon_area, polygons_to_rle, rle_area
 
-def polygon_area(points: np.ndarray) -> float:
-    """Area enclosed by a polygon ndarray[P, 2] (shoelace formula), whatever its orientation."""
-    x, y = points[:, 0], points[:, 1]
-    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
 def clip_polygon(points: np.ndarray, width: float, height: float) -> np.ndarray:
@@ -61,16 +57,17 @@ def instance_from_polygons(
     as COCO counts it) and ``bbox`` ``[x, y, w, h]`` (extent of the clipped polygons).
     """
     for polygon in polygons:
-        if len(polygon) < 3:
-            return None, f"polygon has {len(polygon)} point{'s' if len(polygon) != 1 else ''} (need 3)"
+        if len(polygon) < MIN_POLYGON_POINTS:
+            points = f"{len(polygon)} point{'s' if len(polygon) != 1 else ''}"
+            return None, f"polygon has {points} (need {MIN_POLYGON_POINTS})"
     clipped = [clip_polygon(p, width, height) for p in polygons]
-    clipped = [p for p in clipped if len(p) >= 3 and polygon_area(p) > 0]
+    clipped = [p for p in clipped if len(p) >= MIN_POLYGON_POINTS and polygon_area(p) > 0]
     if not clipped:
         if all(polygon_area(p) == 0 for p in polygons):
             return None, "polygon has zero area"
         return None, f"polygon lies outside the {width}x{height} image"
     segmentation = [[round(v, 2) for v in p.ravel().tolist()] for p in clipped]  # 1/100 pixel is plenty
-    area = int(mask_utils.area(mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))))
+    area = rle_area(polygons_to_rle(segmentation, height, width))
     if area == 0:
         return None, "polygon covers no pixel"
     xy = np.concatenate(clipped)

@@ -16,15 +16,14 @@ Class of a region, by one rule:
    via_region_data.json`` gives the class ``balloon``.
 Category ids are 1..K in the alphabetical order of the class names.
 
-Images are looked up as ``--images/filename``, else beside the json, else in its ``images/`` subfolder; their size
-comes from the file header (VIA does not store it). Every image of the json that is found is written, with or
+Each image is looked up as ``images_dir/filename``, else in the first of the json's folder and its ``images/`` and
+``JPEGImages/`` subfolders that holds it (``data.images.image_folders``); its size comes from the file header (VIA does not store it). Every image of the json that is found is written, with or
 without regions (images without objects teach background). Skipped items are reported as
 ``FILE: 'KEY' region N: reason`` (or ``FILE: 'KEY': reason`` for a whole image).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -37,9 +36,9 @@ from maskrcnn.data.convert.common import (
     write_coco,
 )
 from maskrcnn.data.convert.report import ConvertReport
-from maskrcnn.data.images import image_size
+from maskrcnn.data.images import image_folders, image_size
 from maskrcnn.errors import UserError
-from maskrcnn.io import output_folder
+from maskrcnn.io import output_folder, read_json
 
 SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "testing", "trainval", "dev"})
 CLASS_ATTRIBUTES = ("class", "label", "category", "name", "type")
@@ -73,13 +72,7 @@ def dataset_class_name(json_path: Path) -> str:
 
 
 def _read_entries(json_path: Path) -> dict[str, Any]:
-    try:
-        with open(json_path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{json_path} is not valid json: {e.msg} at line {e.lineno} column {e.colno}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read {json_path}: {e}") from None
+    data = read_json(json_path, what="VIA json")
     if isinstance(data, dict) and isinstance(data.get("_via_img_metadata"), dict):
         return data["_via_img_metadata"]  # VIA 2 project file
     if isinstance(data, dict) and {"project", "file", "metadata"} <= data.keys():
@@ -213,7 +206,7 @@ def convert_via(input: Path, output_dir: Path, *, images_dir: Path | None = None
     if images_dir is not None and not Path(images_dir).is_dir():
         raise UserError(f"images folder not found: {images_dir}")
     output_dir = output_folder(output_dir)
-    folders = [Path(images_dir)] if images_dir is not None else [json_path.parent, json_path.parent / "images"]
+    folders = [Path(images_dir)] if images_dir is not None else image_folders(json_path)
     class_attribute = _class_attribute(entries)
     default_class = dataset_class_name(json_path)
     report = ConvertReport(output=output_dir)

@@ -29,7 +29,6 @@ import io
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,7 +38,7 @@ from maskrcnn.data.openimages.catalog import OpenImagesClass
 from maskrcnn.data.openimages.csv_filter import MaskRow
 from maskrcnn.data.openimages.image_labels import VerifiedLabels
 from maskrcnn.data.openimages.instances import Instance, InstancePlan
-from maskrcnn.structures.masks import bitmap_to_box, bitmap_to_rle
+from maskrcnn.structures.masks import bitmap_to_box, bitmap_to_rle, resize_bitmap
 
 SUPERCATEGORY = "object"
 
@@ -59,33 +58,10 @@ def decode_mask_png(data: bytes) -> np.ndarray:
         raise ValueError(f"not a readable image ({e})") from None
 
 
-def resize_mask(bitmap: np.ndarray, *, height: int, width: int) -> np.ndarray:
-    """ndarray[h, w] bool -> ndarray[height, width] bool, nearest neighbour with pixel centres aligned.
-
-    >>> resize_mask(np.array([[1, 0]], bool), height=1, width=4).astype(int).tolist()
-    [[1, 1, 0, 0]]
-    """
-    h, w = bitmap.shape
-    if (h, w) == (height, width):
-        return bitmap
-    rows = ((2 * np.arange(height) + 1) * h) // (2 * height)
-    cols = ((2 * np.arange(width) + 1) * w) // (2 * width)
-    return bitmap[np.ix_(rows, cols)]
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(W, H) of an image file as ``read_image`` returns it (EXIF rotations by 90 degrees swap them), read from its
-    header only. Raises OSError / ValueError when it is not an image."""
-    with Image.open(path) as image:
-        width, height = image.size
-        orientation = image.getexif().get(0x0112, 1)
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
-
-
 def mask_annotation(png: bytes, *, width: int, height: int) -> dict[str, Any] | str:
     """Mask PNG bytes and the image size -> COCO fields ``{"segmentation", "area", "bbox"}``, or why not (a str)."""
     try:
-        bitmap = resize_mask(decode_mask_png(png), height=height, width=width)
+        bitmap = resize_bitmap(decode_mask_png(png), height=height, width=width)
     except ValueError as e:
         return str(e)
     box = bitmap_to_box(bitmap)

@@ -17,13 +17,13 @@ descendants absent.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from maskrcnn.errors import UserError
+from maskrcnn.io import read_json
 
 
 @dataclass(frozen=True)
@@ -74,13 +74,7 @@ def parse_hierarchy(data: Any, *, source: str) -> ClassHierarchy:
 def read_hierarchy(path: Path, *, known: Iterable[str] | None = None) -> ClassHierarchy:
     """Read the hierarchy JSON at ``path``. ``known``: the valid class MIDs (the class descriptions); a class of the
     file outside them raises ``UserError`` naming the file and the MIDs (a wrong or damaged file)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read the class hierarchy {path}: {e}") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"class hierarchy {path} is not valid json: {e.msg} at line {e.lineno}") from None
+    data = read_json(path, what="class hierarchy")
     hierarchy = parse_hierarchy(data, source=str(path))
     if known is not None:
         unknown = sorted(hierarchy.classes - set(known))

@@ -19,7 +19,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from maskrcnn.data.openimages.coco_writer import image_size
+from maskrcnn.data.images import image_size
 from maskrcnn.data.openimages.layout import image_path, image_url
 from maskrcnn.errors import UserError
 from maskrcnn.http import FetchError, HttpClient, host_of
@@ -92,7 +92,7 @@ def _existing_size(path: Path) -> tuple[int, int] | None:
         return None
     try:
         return image_size(path)
-    except (OSError, ValueError, SyntaxError):
+    except UserError:
         return None  # not an image (written by someone else?): fetch it again
 
 

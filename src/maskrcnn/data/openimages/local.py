@@ -40,7 +40,8 @@ from pathlib import Path
 from maskrcnn.data.convert.report import ConvertReport
 from maskrcnn.data.openimages.box_csv import BoxRow, filter_box_file, read_box_rows
 from maskrcnn.data.openimages.catalog import OpenImagesClass, read_class_descriptions, resolve_classes
-from maskrcnn.data.openimages.coco_writer import build_dataset, image_size
+from maskrcnn.data.images import image_size
+from maskrcnn.data.openimages.coco_writer import build_dataset
 from maskrcnn.data.openimages.csv_filter import MaskRow, filter_segmentation_csv, scan_rows
 from maskrcnn.data.openimages.hierarchy import read_hierarchy
 from maskrcnn.data.openimages.image_labels import read_verified_labels
@@ -101,8 +102,8 @@ def convert_openimages(
             continue
         try:
             sizes[image_id] = image_size(source)
-        except (OSError, ValueError, SyntaxError) as e:
-            skipped.append(f"image {source}: unreadable ({e}), its instances skipped")
+        except UserError as e:
+            skipped.append(f"{e}, its instances skipped")
             continue
         _copy(source, output_dir / "images" / f"{image_id}.jpg")
 

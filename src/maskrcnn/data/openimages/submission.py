@@ -20,19 +20,19 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from maskrcnn.data.openimages.catalog import read_class_descriptions
 from maskrcnn.errors import UserError
 from maskrcnn.io import atomic_open
+from maskrcnn.structures.masks import bitmap_to_rle, rle_to_bitmap
 
 HEADER = "ImageID,ImageWidth,ImageHeight,PredictionString"
 
 
 def encode_mask(mask: np.ndarray) -> str:
     """bool[H, W] -> the challenge's text form of the mask."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return base64.b64encode(zlib.compress(rle["counts"], zlib.Z_BEST_COMPRESSION)).decode("ascii")
+    counts = bitmap_to_rle(mask)["counts"].encode("ascii")
+    return base64.b64encode(zlib.compress(counts, zlib.Z_BEST_COMPRESSION)).decode("ascii")
 
 
 def decode_mask(text: str, *, height: int, width: int) -> np.ndarray:
@@ -41,7 +41,7 @@ def decode_mask(text: str, *, height: int, width: int) -> np.ndarray:
         counts = zlib.decompress(base64.b64decode(text, validate=True))
     except (binascii.Error, zlib.error) as e:
         raise ValueError(f"not an encoded mask ({e})") from None
-    return mask_utils.decode({"size": [height, width], "counts": counts}).astype(bool)
+    return rle_to_bitmap({"size": [height, width], "counts": counts})
 
 
 def submission_row(image_id: str, *, width: int, height: int, detections: list[tuple[str, float, np.ndarray]]) -> str:
