@@ -97,7 +97,9 @@ def main() -> int:
     from maskrcnn.config import load_config
     from maskrcnn.engine.train import TrainJob, train
     from maskrcnn.evaluation.coco_eval import evaluate_coco, format_summary
-    from maskrcnn.predict import Predictor, predict_coco_results
+    from maskrcnn.data.coco import CocoDataset
+    from maskrcnn.evaluation.inference import predict_coco_results
+    from maskrcnn.predict import Predictor
 
     args.output.mkdir(parents=True, exist_ok=True)
     train_json, val_json = split(args.data, args.output)
@@ -111,7 +113,7 @@ def main() -> int:
     train_seconds = time.perf_counter() - started
 
     predictor = Predictor.from_file(run_dir / "last.pt", device=args.device)
-    results = predict_coco_results(predictor, val_json, images_dir=images, batch_size=4)
+    results = predict_coco_results(predictor, CocoDataset(val_json, images), batch_size=4)
     evaluation = evaluate_coco(val_json, results)
     print(format_summary(evaluation))
     record = {

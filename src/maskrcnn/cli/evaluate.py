@@ -104,14 +104,12 @@ def _hierarchy(args: argparse.Namespace) -> Path | None:
 
 def _predict(args: argparse.Namespace) -> list[dict]:
     """Run the checkpoint on the ground truth's images -> COCO results with the json's image and category ids."""
-    from maskrcnn.predict import predict_coco_dataset
+    from maskrcnn.evaluation.inference import predict_coco_dataset
     from maskrcnn.zoo import resolve_weights
 
     weights = resolve_weights(args.weights, purpose="predict")
     if not weights.is_file():
         raise UserError(f"weights not found: {weights}")
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     return predict_coco_dataset(
         weights, args.data, images_dir=args.images, device=args.device, batch_size=args.batch_size
     )

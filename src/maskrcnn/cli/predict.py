@@ -60,7 +60,6 @@ def run(args: argparse.Namespace) -> int:
     submission = _openimages_submission(args, predictor)  # checked before the output folder is made
     output_folder(args.output)
 
-    from maskrcnn.predict import overlay_name
     from maskrcnn.visualize import draw_instances
 
     results: list[dict] = []
@@ -159,6 +158,16 @@ def _load_predictor(args: argparse.Namespace):
         raise UserError(f"--weights {args.weights} is an ONNX model: run it with --backend onnxruntime")
 
     return Predictor.from_file(resolve_weights(args.weights, purpose="predict"), device=args.device)
+
+
+def overlay_name(path: Path, used: set[str]) -> str:
+    """``<stem>.png``, with ``_2``, ``_3``... when two inputs share a stem."""
+    name, n = f"{path.stem}.png", 1
+    while name in used:
+        n += 1
+        name = f"{path.stem}_{n}.png"
+    used.add(name)
+    return name
 
 
 def _write_png(path: Path, image) -> None:

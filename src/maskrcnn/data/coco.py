@@ -382,6 +382,7 @@ class CocoDataset(torch.utils.data.Dataset):
         if coco.skipped:
             logger.warning("%s: %s", self.json_path, coco.skipped_note())
         names = {c.id: c.name for c in coco.categories}
+        self.categories: dict[int, str] = names  # every category of the json, classes or not: id -> name
 
         if category_ids is None:
             used = {a.category_id for a in coco.annotations if not a.iscrowd}

@@ -58,7 +58,7 @@ from maskrcnn.errors import UserError
 from maskrcnn.io import atomic_open
 from maskrcnn.model.build import build_model
 from maskrcnn.model.mask_rcnn import MaskRCNN
-from maskrcnn.predict import Predictor, predict_coco_results, resolve_device
+from maskrcnn.predict import Predictor, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -148,9 +148,12 @@ class _Trainer:
         self.class_names, self.category_ids = self.train_set.class_names, self.train_set.category_ids
         if not self.class_names:
             raise UserError(f"{job.train_json} has no annotated categories to learn")
-        self.val_set = None
+        self.val_set, self.val_truth = None, None
         if job.val_json is not None:  # fail on a bad validation set now, not after hours of training
+            from maskrcnn.evaluation.coco_eval import load_ground_truth
+
             self.val_set = CocoDataset(job.val_json, job.val_images_dir, category_ids=self.category_ids)
+            self.val_truth = load_ground_truth(job.val_json)
         self._check_images()
         self.config = self._effective_config(job, resumed, start[0] if start else None)
 
@@ -482,6 +485,7 @@ class _Trainer:
     def _score(self, iteration: int) -> tuple[dict[str, Any], bool]:
         """Predict and score the validation set -> (metrics, whether they beat the best so far and made best.pt)."""
         from maskrcnn.evaluation.coco_eval import evaluate_coco
+        from maskrcnn.evaluation.inference import predict_coco_results
 
         predictor = Predictor(
             self.model,
@@ -490,8 +494,8 @@ class _Trainer:
             category_ids=self.category_ids,
             device=self.device,
         )
-        results = predict_coco_results(predictor, self.job.val_json, images_dir=self.job.val_images_dir, progress=False)
-        metrics = evaluate_coco(self.job.val_json, results).metrics
+        results = predict_coco_results(predictor, self.val_set, progress=False)
+        metrics = evaluate_coco(self.val_truth, results).metrics
         self._append_metrics({"iteration": iteration, "eval": metrics})
         summary = "  ".join(f"{t} AP {m['AP']:.1f} AP50 {m['AP50']:.1f}" for t, m in metrics.items())
         self._print(f"eval at iteration {iteration}: {summary}")
