@@ -34,3 +34,15 @@ class ArgumentError(UserError):
 
     def __str__(self) -> str:
         return self.naming(self.argument)
+
+
+def check_at_least(argument: str, value: float, least: int, *, unit: str = "") -> None:
+    """``ArgumentError`` unless ``value >= least``: "{arg} must be at least 1, got 0" ("0 or more" for 0).
+
+    >>> check_at_least("workers", 0, 1)
+    Traceback (most recent call last):
+    maskrcnn.errors.ArgumentError: workers must be at least 1, got 0
+    """
+    if value < least:
+        bound = "0 or more" if least == 0 and not unit else f"at least {least}{unit}"
+        raise ArgumentError(argument, f"{{arg}} must be {bound}, got {value}")

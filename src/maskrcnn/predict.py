@@ -89,14 +89,16 @@ def resolve_device(device: str) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise UserError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+        raise ArgumentError("device", f"unknown {{arg}} {device!r}; use cpu, cuda or cuda:N") from None
     if dev.type not in ("cpu", "cuda"):
-        raise UserError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
+        raise ArgumentError("device", f"unsupported {{arg}} {device!r}; use cpu, cuda or cuda:N")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise UserError(f"device {device!r} requested but no CUDA GPU is available; use --device cpu")
+            raise ArgumentError("device", f"{{arg}} {device!r} requested but no CUDA GPU is available; use {{arg}} cpu")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UserError(f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA GPU(s) found")
+            raise ArgumentError(
+                "device", f"{{arg}} {device!r} does not exist: {torch.cuda.device_count()} CUDA GPU(s) found"
+            )
     return dev
 
 

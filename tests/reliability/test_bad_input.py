@@ -171,3 +171,37 @@ def test_every_command_defaults_to_the_cpu():
               "train": ["--data", "t.json", "--output", "o"], "demo": []}  # fmt: skip
     assert {command: parser.parse_args([command, *args]).device for command, args in common.items()} == dict.fromkeys(
         common, "cpu")  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ["val_images", "batch_size", "iou_types", "yolo_images", "openimages_split"])
+def test_library_errors_name_the_flag_of_the_command(case, shapes_data, weights, tmp_path, capsys):
+    """Library code speaks of its arguments (``val_images_dir``, ``batch_size``); the command line names its flags."""
+    val = tmp_path / "val" / "annotations.json"  # the validation json without its images
+    val.parent.mkdir()
+    val.write_text(shapes_data["val"].read_text())
+    boxes_only = tmp_path / "boxes.json"
+    gt = json.loads(shapes_data["val"].read_text())
+    boxes_only.write_text(json.dumps([{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
+                                       "score": 1.0} for a in gt["annotations"]]))  # fmt: skip
+    (tmp_path / "yolo" / "labels").mkdir(parents=True)
+    for split in ("train", "validation"):
+        (tmp_path / "oi" / f"{split}-annotations-object-segmentation.csv").parent.mkdir(exist_ok=True)
+        (tmp_path / "oi" / f"{split}-annotations-object-segmentation.csv").write_text("MaskPath,ImageID\n")
+    evaluate = ["evaluate", "--data", str(shapes_data["val"]), "--output", str(tmp_path / "eval"), "--no-report"]
+    argv, expected = {
+        "val_images": (train_args(shapes_data, tmp_path / "run", flags=("--val", str(val))),
+                       f"looked in {val.parent}, {val.parent / 'images'}, {val.parent / 'JPEGImages'}; give the "
+                       "images folder as --val-images"),
+        "batch_size": ([*evaluate, "--weights", str(weights), "--batch-size", "0"],
+                       "--batch-size must be at least 1, got 0"),
+        "iou_types": ([*evaluate, "--predictions", str(boxes_only)],
+                      "mask AP (segm) needs one in every result (score boxes only with --iou-types bbox)"),
+        "yolo_images": (["convert", "--format", "yolo-seg", str(tmp_path / "yolo" / "labels"), "--output",
+                         str(tmp_path / "out")], f"of {tmp_path / 'yolo' / 'labels'}; give it as --images)"),
+        "openimages_split": (["convert", "--format", "openimages", str(tmp_path / "oi"), "--output",
+                              str(tmp_path / "out")], "(train, validation): choose one with --split"),
+    }[case]  # fmt: skip
+    assert main(argv) == 2
+    error = one_error_line(capsys.readouterr().err)
+    assert error.endswith(expected), error
+    assert "_dir" not in error and "batch_size" not in error and "iou_types" not in error

@@ -28,8 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--images",
         type=Path,
+        dest="images_dir",
         metavar="DIR",
-        help="folder of the json's images (default: beside the json, or its images/ folder)",
+        help="folder of the json's images (default: beside the json, or its images/ or JPEGImages/ folder)",
     )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--weights", help="model to run on the json's images: a checkpoint file or a name from "
@@ -111,7 +112,7 @@ def _predict(args: argparse.Namespace) -> list[dict]:
     if not weights.is_file():
         raise UserError(f"weights not found: {weights}")
     return predict_coco_dataset(
-        weights, args.data, images_dir=args.images, device=args.device, batch_size=args.batch_size
+        weights, args.data, images_dir=args.images_dir, device=args.device, batch_size=args.batch_size
     )
 
 
@@ -122,8 +123,8 @@ def run(args: argparse.Namespace) -> int:
     iou_types = _iou_types(args.iou_types)
     metrics_wanted = _metrics(args.metric)
     hierarchy = _hierarchy(args) if "openimages" in metrics_wanted else None
-    if args.images is not None and not args.images.is_dir():
-        raise UserError(f"--images folder not found: {args.images}")
+    if args.images_dir is not None and not args.images_dir.is_dir():
+        raise UserError(f"--images folder not found: {args.images_dir}")
     if args.max_images < 0:
         raise UserError(f"--max-images must be 0 or more, got {args.max_images}")
     gt = load_ground_truth(args.data)  # checked before any model runs
@@ -161,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
             gt=gt,
             results=results,
             eval_result=result,
-            images_dir=args.images,
+            images_dir=args.images_dir,
             max_images=args.max_images,
             score_threshold=args.score_threshold,
             openimages=openimages,

@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="coco: predictions.json only (default); openimages-csv: also DIR/openimages-submission.csv, "
                    "the Open Images Challenge segmentation submission (ImageID, ImageWidth, ImageHeight, "
                    "PredictionString with encoded masks)")
-    p.add_argument("--openimages-classes", type=Path, metavar="FILE",
+    p.add_argument("--openimages-classes", type=Path, metavar="FILE", dest="classes_file",
                    help="openimages-csv: the classes' MIDs, from the training annotations.json (categories with "
                    "`mid`) or class-descriptions-boxable.csv (default: the class names are MIDs)")  # fmt: skip
     p.add_argument("--max-pixels", type=int, metavar="N",
@@ -137,7 +137,7 @@ def _openimages_submission(args: argparse.Namespace, predictor) -> _OpenImagesSu
         return None
     from maskrcnn.data.openimages.submission import class_mids
 
-    mids = class_mids(args.openimages_classes, class_names=predictor.class_names,
+    mids = class_mids(args.classes_file, class_names=predictor.class_names,
                       category_ids=predictor.category_ids)  # fmt: skip
     return _OpenImagesSubmission(args.output / "openimages-submission.csv", mids)
 

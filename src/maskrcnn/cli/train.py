@@ -19,8 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "the run's saved config)")
     p.add_argument("--data", required=True, type=Path, help="training COCO instances json")
     p.add_argument("--val", type=Path, help="validation COCO instances json, evaluated during and after training")
-    p.add_argument("--images", type=Path, help="folder of the training images (default: found beside the json)")
-    p.add_argument("--val-images", type=Path, help="folder of the validation images (default: found beside the json)")
+    p.add_argument("--images", type=Path, dest="images_dir",
+                   help="folder of the training images (default: found beside the json)")
+    p.add_argument("--val-images", type=Path, dest="val_images_dir",
+                   help="folder of the validation images (default: found beside the json)")
     p.add_argument("--output", required=True, type=Path, help="run folder")
     p.add_argument("--weights", help="start from: a maskrcnn checkpoint, a torchvision Mask R-CNN (class layers "
                    "resized to the new classes), an ImageNet ResNet file (backbone only), or a name from "
@@ -38,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from maskrcnn.config import given_keys, load_config
-    from maskrcnn.engine.train import RunExists, TrainingInterrupted, TrainJob, train
-    from maskrcnn.errors import UserError
+    from maskrcnn.engine.train import RunExists, TrainingInterrupted, TrainJob, resume_checkpoint, train
+    from maskrcnn.errors import ArgumentError, UserError
     from maskrcnn.zoo import resolve_weights
 
     if args.resume and args.weights:
@@ -48,9 +50,7 @@ def run(args: argparse.Namespace) -> int:
         from maskrcnn.checkpoint import load_checkpoint
         from maskrcnn.config import from_dict, parse_overrides
 
-        if not (args.output / "last.pt").is_file():
-            raise UserError(f"--resume: there is no checkpoint to resume from at {args.output / 'last.pt'}")
-        config = from_dict(parse_overrides(args.overrides), load_checkpoint(args.output / "last.pt").config)
+        config = from_dict(parse_overrides(args.overrides), load_checkpoint(resume_checkpoint(args.output)).config)
         keys = given_keys("small", args.overrides)
     else:
         config = load_config(args.config or "small", args.overrides)
@@ -61,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
                 config=config,
                 train_json=args.data,
                 val_json=args.val,
-                images_dir=args.images,
-                val_images_dir=args.val_images,
+                images_dir=args.images_dir,
+                val_images_dir=args.val_images_dir,
                 output_dir=args.output,
                 init_weights=resolve_weights(args.weights, purpose="train") if args.weights else None,
                 resume=args.resume,
@@ -73,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
         )
     except RunExists as e:
         raise UserError(f"{e}: continue it with --resume, or start over with --overwrite (deletes those files)") from None
+    except ArgumentError as e:
+        if e.argument == "config" and args.resume:
+            raise UserError(f"{e.naming('--config')}; leave out --config to continue with the saved one") from None
+        raise
     except TrainingInterrupted as e:
         print(f"interrupted: {e} (continue with --resume)", file=sys.stderr)
         return 128 + e.signum

@@ -54,7 +54,7 @@ from maskrcnn.data.transforms import Compose, RandomHorizontalFlip, ResizeShorte
 from maskrcnn.engine import distributed
 from maskrcnn.engine.interrupt import StopSignals, signal_name
 from maskrcnn.engine.schedule import lr_factor
-from maskrcnn.errors import UserError
+from maskrcnn.errors import ArgumentError, UserError
 from maskrcnn.io import atomic_open
 from maskrcnn.model.build import build_model
 from maskrcnn.model.mask_rcnn import MaskRCNN
@@ -97,6 +97,15 @@ def train(job: TrainJob) -> dict[str, Any]:
         distributed.shutdown(dist)
 
 
+def resume_checkpoint(output_dir: Path) -> Path:
+    """``output_dir/last.pt``, the checkpoint a resumed run continues; ``ArgumentError`` (``resume``) when there is
+    none."""
+    path = Path(output_dir) / "last.pt"
+    if not path.is_file():
+        raise ArgumentError("resume", f"{{arg}}: there is no checkpoint to resume from at {path}")
+    return path
+
+
 def train_transform(config: Config) -> Compose:
     inp = config.model.input
     return Compose(
@@ -135,9 +144,7 @@ class _Trainer:
         self._check_run_dir(job)
         resumed = None
         if job.resume:
-            if not self.last_path.is_file():
-                raise UserError(f"--resume: there is no checkpoint to resume from at {self.last_path}")
-            resumed = load_checkpoint(self.last_path)
+            resumed = load_checkpoint(resume_checkpoint(self.out))
         start = read_starting_weights(job.init_weights) if resumed is None and job.init_weights else None
 
         solver = job.config.solver
@@ -152,7 +159,10 @@ class _Trainer:
         if job.val_json is not None:  # fail on a bad validation set now, not after hours of training
             from maskrcnn.evaluation.coco_eval import load_ground_truth
 
-            self.val_set = CocoDataset(job.val_json, job.val_images_dir, category_ids=self.category_ids)
+            try:
+                self.val_set = CocoDataset(job.val_json, job.val_images_dir, category_ids=self.category_ids)
+            except ArgumentError as e:  # the validation set's arguments are named val_*
+                raise ArgumentError(f"val_{e.argument}", e.message) from None
             self.val_truth = load_ground_truth(job.val_json)
         self._check_images()
         self.config = self._effective_config(job, resumed, start[0] if start else None)
@@ -228,9 +238,9 @@ class _Trainer:
             # The architecture must be the saved one; the solver may change (e.g. a longer schedule).
             # (a change of classes is reported by _restore, naming them)
             if replace_model(config, num_classes=resumed.config.model.num_classes).model != resumed.config.model:
-                raise UserError(
-                    f"cannot resume {self.last_path} with a different model config; leave out --config to "
-                    "continue with the saved one"
+                raise ArgumentError(
+                    "config", f"cannot resume {self.last_path} with a different model config ({{arg}}): its model "
+                    "settings must be the saved ones"
                 )
             return config
         backbone = config.model.backbone

@@ -253,9 +253,13 @@ def test_unreachable_servers_give_one_clear_message(server, tmp_path):
         download_openimages(classes=["Cat"], split="validation", output_dir=tmp_path / "a", annotations_url=dead,
                             retry=FAST_RETRY)  # fmt: skip
     message = str(e.value)
-    assert "v5/class-descriptions-boxable.csv" in message and "refused" in message and "--annotations-url" in message
+    assert "v5/class-descriptions-boxable.csv" in message and "refused" in message
+    # the argument to change, which the CLI names by its flag
+    assert e.value.argument == "annotations_url" and "set annotations_url to a mirror" in message
     with pytest.raises(UserError) as e:  # annotations fine, images host dead
         download_openimages(classes=["Cat"], split="validation", output_dir=tmp_path / "c",
                             annotations_url=server.url + "ann/", images_url=dead, retry=FAST_RETRY,
                             workers=2)  # fmt: skip
-    assert "cannot download images from 127.0.0.1" in str(e.value) and "--images-url" in str(e.value)
+    assert "cannot download images from 127.0.0.1" in str(e.value) and e.value.argument == "images_url"
+    expected = "set --images-url to a mirror laid out as URL/validation/<ImageID>.jpg"
+    assert e.value.naming("--images-url").endswith(expected)

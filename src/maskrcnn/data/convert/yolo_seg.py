@@ -38,7 +38,7 @@ from maskrcnn.data.convert.common import (
 )
 from maskrcnn.data.convert.report import ConvertReport
 from maskrcnn.data.images import IMAGE_SUFFIXES, image_size
-from maskrcnn.errors import UserError
+from maskrcnn.errors import ArgumentError, UserError
 from maskrcnn.io import output_folder
 
 NAMES_FILES = ("data.yaml", "dataset.yaml")
@@ -66,7 +66,9 @@ def locate_folders(input: Path, images_dir: Path | None = None) -> tuple[Path, P
     if images_dir is not None:
         images_root = Path(images_dir)
     if not images_root.is_dir():
-        raise UserError(f"images folder not found: {images_root} (the images of {labels_root}; give it with --images)")
+        raise ArgumentError(
+            "images_dir", f"images folder not found: {images_root} (the images of {labels_root}; give it as {{arg}})"
+        )
     return labels_root, images_root
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from maskrcnn.data.openimages.layout import safe_image_id, safe_mask_name
-from maskrcnn.errors import UserError
+from maskrcnn.errors import UserError, check_at_least
 
 COLUMNS = (
     "MaskPath", "ImageID", "LabelName", "BoxID", "BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax", "PredictedIoU", "Clicks",
@@ -130,8 +130,7 @@ def _box(row: list[str], columns: list[int] | None) -> tuple[float, float, float
 
 def choose_images(rows: Iterable[MaskRow], *, labels: Iterable[str], max_images_per_class: int, seed: int) -> set[str]:
     """For each label, the ``max_images_per_class`` images with the smallest ``image_key(seed, id)``; their union."""
-    if max_images_per_class < 1:
-        raise UserError(f"--max-images-per-class must be at least 1, got {max_images_per_class}")
+    check_at_least("max_images_per_class", max_images_per_class, 1)
     kept: dict[str, list[tuple[bytes, str]]] = {label: [] for label in labels}  # sorted ascending, len <= N
     members: dict[str, set[str]] = {label: set() for label in labels}
     for row in rows:

@@ -60,7 +60,7 @@ from maskrcnn.data.openimages.layout import (
 )
 from maskrcnn.data.openimages.mask_fetch import fetch_masks, read_cached_mask
 from maskrcnn.data.openimages.report import DownloadReport
-from maskrcnn.errors import UserError
+from maskrcnn.errors import ArgumentError, UserError, check_at_least
 from maskrcnn.http import FetchError, HttpClient, RetryPolicy
 from maskrcnn.io import atomic_write_bytes, atomic_write_json
 
@@ -190,12 +190,10 @@ def download_openimages(
 def _check_arguments(*, split: str, workers: int, max_images_per_class: int | None, negatives: int) -> None:
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
-    if workers < 1:
-        raise UserError(f"--workers must be at least 1, got {workers}")
-    if max_images_per_class is not None and max_images_per_class < 1:
-        raise UserError(f"--max-images-per-class must be at least 1, got {max_images_per_class}")
-    if negatives < 0:
-        raise UserError(f"--negatives must be 0 or more, got {negatives}")
+    check_at_least("workers", workers, 1)
+    if max_images_per_class is not None:
+        check_at_least("max_images_per_class", max_images_per_class, 1)
+    check_at_least("negatives", negatives, 0)
 
 
 def _classes_and_hierarchy(
@@ -233,9 +231,9 @@ def _annotation_file(http: HttpClient, annotations_url: str, relative: str, outp
     try:
         http.download(base_url(annotations_url) + relative, path, progress=progress, desc=path.name)
     except FetchError as e:
-        raise UserError(
-            f"cannot download {e.url}: {e.reason}. Check the network, or pass --annotations-url to use a mirror "
-            f"that has {relative}"
+        raise ArgumentError(
+            "annotations_url",
+            f"cannot download {e.url}: {e.reason}. Check the network, or set {{arg}} to a mirror that has {relative}",
         ) from None
     return path
 

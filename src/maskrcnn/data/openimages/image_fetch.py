@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from maskrcnn.data.images import image_size
 from maskrcnn.data.openimages.layout import image_path, image_url
-from maskrcnn.errors import UserError
+from maskrcnn.errors import ArgumentError, UserError
 from maskrcnn.http import FetchError, HttpClient, host_of
 
 UNREACHABLE_AFTER = 3  # this many failures without any HTTP answer, and no success: stop
@@ -77,9 +77,10 @@ def fetch_images(
                 result.failed[image_id] = str(e)
                 unreachable += e.unreachable
                 if unreachable >= UNREACHABLE_AFTER and result.fetched == 0:
-                    raise UserError(
-                        f"cannot download images from {host_of(e.url)}: {e.reason}. Check the network, or pass "
-                        f"--images-url to use a mirror laid out as {{url}}/{split}/<ImageID>.jpg"
+                    raise ArgumentError(
+                        "images_url",
+                        f"cannot download images from {host_of(e.url)}: {e.reason}. Check the network, or set "
+                        f"{{arg}} to a mirror laid out as URL/{split}/<ImageID>.jpg",
                     ) from None
     finally:
         pool.shutdown(wait=False, cancel_futures=True)

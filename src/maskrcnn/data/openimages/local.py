@@ -48,7 +48,7 @@ from maskrcnn.data.openimages.image_labels import read_verified_labels
 from maskrcnn.data.openimages.instances import plan_instances
 from maskrcnn.data.openimages.layout import SPLITS, shard_of
 from maskrcnn.data.openimages.remote_zip import CorruptMember, FileSource, ZipEntry, ZipFormatError, ZipReader
-from maskrcnn.errors import UserError
+from maskrcnn.errors import ArgumentError, UserError
 from maskrcnn.io import atomic_open, atomic_write_json
 
 _CSV = re.compile(r"(train|validation|test)-annotations-object-segmentation\.csv")
@@ -67,7 +67,7 @@ def convert_openimages(
     CSV, ordered by name). ``split``: which CSV when several are present (None: the only one).
     """
     if not input.is_dir():
-        raise UserError(f"--format openimages expects a folder of Open Images files, got {input}")
+        raise UserError(f"Open Images files are converted from a folder; {input} is not one")
     if split is not None and split not in SPLITS:
         raise UserError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
     files = _find_annotation_files(input, skip=output_dir)
@@ -174,7 +174,8 @@ def _pick_csv(csvs: dict[str, list[Path]], split: str | None, root: Path) -> tup
     if split is None:
         if len(csvs) > 1:
             found = ", ".join(sorted(csvs))
-            raise UserError(f"segmentation CSVs of several splits under {root} ({found}): pass --split")
+            raise ArgumentError("split", f"segmentation CSVs of several splits under {root} ({found}): choose one "
+                                "with {arg}")  # fmt: skip
         (split,) = csvs
     if split not in csvs:
         found = ", ".join(sorted(csvs))

@@ -32,7 +32,7 @@ from maskrcnn.data.openimages.remote_zip import (
     ZipFormatError,
     ZipReader,
 )
-from maskrcnn.errors import UserError
+from maskrcnn.errors import ArgumentError
 from maskrcnn.http import FetchError, HttpClient, RangeNotHonoured, host_of
 from maskrcnn.io import atomic_write_bytes
 
@@ -138,9 +138,10 @@ class _UnreachableGuard:
         if isinstance(error, FetchError) and error.unreachable:
             self.count += 1
             if self.count >= UNREACHABLE_AFTER and done == 0:
-                raise UserError(
-                    f"cannot download masks from {host_of(error.url)}: {error.reason}. Check the network, or pass "
-                    "--annotations-url to use a mirror with the same v5/ layout"
+                raise ArgumentError(
+                    "annotations_url",
+                    f"cannot download masks from {host_of(error.url)}: {error.reason}. Check the network, or set "
+                    "{arg} to a mirror with the same v5/ layout",
                 )
 
 

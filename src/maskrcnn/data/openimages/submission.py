@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from maskrcnn.data.openimages.catalog import read_class_descriptions
-from maskrcnn.errors import UserError
+from maskrcnn.errors import ArgumentError, UserError
 from maskrcnn.io import atomic_open
 from maskrcnn.structures.masks import bitmap_to_rle, rle_to_bitmap
 
@@ -57,27 +57,29 @@ def write_submission(path: Path, rows: list[str]) -> None:
         f.writelines(row + "\n" for row in rows)
 
 
-def class_mids(path: Path | None, *, class_names: list[str], category_ids: list[int]) -> list[str]:
+def class_mids(classes_file: Path | None, *, class_names: list[str], category_ids: list[int]) -> list[str]:
     """The MID of each of a model's classes, in label order.
 
-    ``path``: the COCO json the model was trained on, whose categories carry ``mid`` (``maskrcnn openimages
+    ``classes_file``: the COCO json the model was trained on, whose categories carry ``mid`` (``maskrcnn openimages
     download`` writes it), matched by category id; or a class-descriptions CSV (``MID,DisplayName``), matched by
     name, any case. None: the class names must be MIDs themselves. ``UserError`` naming what is missing.
     """
-    if path is None:
+    if classes_file is None:
         mids = list(class_names)
         source = "the model's class names"
-    elif path.suffix.lower() == ".json":
-        mids, source = _mids_from_json(path, class_names=class_names, category_ids=category_ids), str(path)
+    elif classes_file.suffix.lower() == ".json":
+        mids = _mids_from_json(classes_file, class_names=class_names, category_ids=category_ids)
+        source = str(classes_file)
     else:
-        by_name = {name.lower(): mid for mid, name in read_class_descriptions(path).items()}
-        mids, source = [by_name.get(name.lower(), name) for name in class_names], str(path)
+        by_name = {name.lower(): mid for mid, name in read_class_descriptions(classes_file).items()}
+        mids, source = [by_name.get(name.lower(), name) for name in class_names], str(classes_file)
     unknown = [name for name, mid in zip(class_names, mids) if not mid.startswith(("/m/", "/g/"))]
     if unknown:
         shown = ", ".join(repr(n) for n in unknown[:5])
-        raise UserError(
-            f"no Open Images MID for classes {shown} in {source}: pass --openimages-classes with the training "
-            "annotations.json (its categories carry `mid`) or class-descriptions-boxable.csv"
+        raise ArgumentError(
+            "classes_file",
+            f"no Open Images MID for classes {shown} in {source}: give {{arg}}, the training annotations.json (its "
+            "categories carry `mid`) or class-descriptions-boxable.csv",
         )
     return mids
 
