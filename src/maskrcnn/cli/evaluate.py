@@ -117,14 +117,15 @@ def _predict(args: argparse.Namespace) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from maskrcnn.data.images import checked_images_dir
     from maskrcnn.evaluation.coco_eval import evaluate_coco, format_summary, load_ground_truth, load_results
     from maskrcnn.io import atomic_write_json, output_folder
 
     iou_types = _iou_types(args.iou_types)
     metrics_wanted = _metrics(args.metric)
     hierarchy = _hierarchy(args) if "openimages" in metrics_wanted else None
-    if args.images_dir is not None and not args.images_dir.is_dir():
-        raise UserError(f"--images folder not found: {args.images_dir}")
+    if args.images_dir is not None:
+        checked_images_dir(args.images_dir)
     if args.max_images < 0:
         raise UserError(f"--max-images must be 0 or more, got {args.max_images}")
     gt = load_ground_truth(args.data)  # checked before any model runs

@@ -53,7 +53,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from maskrcnn.data.images import DEFAULT_MAX_PIXELS, check_pixels, find_images_dir, image_size, read_image
+from maskrcnn.data.images import (
+    DEFAULT_MAX_PIXELS,
+    check_pixels,
+    checked_images_dir,
+    find_images_dir,
+    image_size,
+    read_image,
+)
 from maskrcnn.data.transforms import LazyMasks, finish_target
 from maskrcnn.errors import UserError
 from maskrcnn.io import read_json
@@ -409,11 +416,10 @@ class CocoDataset(torch.utils.data.Dataset):
         self.category_ids: list[int] = category_ids
         self.class_names: list[str] = [names[c] for c in category_ids]
 
-        self.images_dir = Path(images_dir) if images_dir is not None else None
-        if self.images_dir is None:
+        if images_dir is None:
             self.images_dir = find_images_dir(self.json_path, [im.file_name for im in coco.images])
-        elif not self.images_dir.is_dir():
-            raise UserError(f"images folder not found: {self.images_dir}")
+        else:
+            self.images_dir = checked_images_dir(images_dir)
         self._check_files_exist(coco.images)
 
         self._records = self._build_records(coco)

@@ -153,6 +153,13 @@ def list_images(inputs: list[str | os.PathLike]) -> list[Path]:
     return found
 
 
+def checked_images_dir(images_dir: str | os.PathLike) -> Path:
+    """A given images folder -> its Path; ``ArgumentError`` (``images_dir``) when it is not a folder."""
+    if not Path(images_dir).is_dir():
+        raise ArgumentError("images_dir", f"images folder not found ({{arg}}): {images_dir}")
+    return Path(images_dir)
+
+
 def image_folders(annotations_path: str | os.PathLike) -> list[Path]:
     """Where the images of an annotation file may be, in order: its folder, then its ``images/`` and ``JPEGImages/``
     subfolders."""

@@ -103,6 +103,15 @@ def place_image(source: Path, destination: Path) -> None:
         raise
 
 
+def add_image(images: list[dict], source: Path, output_dir: Path, output_name: str, *, width: int, height: int) -> int:
+    """Place ``source`` at ``output_dir/output_name`` (``place_image``) and append its COCO entry to ``images`` -> its
+    image id (1, 2, ... in order)."""
+    image_id = len(images) + 1
+    place_image(source, output_dir / output_name)
+    images.append({"id": image_id, "file_name": output_name, "width": width, "height": height})
+    return image_id
+
+
 def write_coco(
     output_dir: Path,
     *,

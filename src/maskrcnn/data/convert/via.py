@@ -30,13 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from maskrcnn.data.convert.common import (
-    instance_from_polygons,
-    place_image,
-    write_coco,
-)
+from maskrcnn.data.convert.common import add_image, instance_from_polygons, write_coco
 from maskrcnn.data.convert.report import ConvertReport
-from maskrcnn.data.images import image_folders, image_size
+from maskrcnn.data.images import checked_images_dir, image_folders, image_size
 from maskrcnn.errors import UserError
 from maskrcnn.io import output_folder, read_json
 
@@ -203,10 +199,8 @@ def convert_via(input: Path, output_dir: Path, *, images_dir: Path | None = None
     """
     json_path = find_via_json(input)
     entries = _read_entries(json_path)
-    if images_dir is not None and not Path(images_dir).is_dir():
-        raise UserError(f"images folder not found: {images_dir}")
+    folders = [checked_images_dir(images_dir)] if images_dir is not None else image_folders(json_path)
     output_dir = output_folder(output_dir)
-    folders = [Path(images_dir)] if images_dir is not None else image_folders(json_path)
     class_attribute = _class_attribute(entries)
     default_class = dataset_class_name(json_path)
     report = ConvertReport(output=output_dir)
@@ -234,10 +228,7 @@ def convert_via(input: Path, output_dir: Path, *, images_dir: Path | None = None
         except UserError as e:
             report.skipped.append(f"{where}: {key!r}: {e}{lost}")
             continue
-        image_id = len(images) + 1
-        output_name = _output_name(file_name)
-        place_image(source, output_dir / output_name)
-        images.append({"id": image_id, "file_name": output_name, "width": width, "height": height})
+        image_id = add_image(images, source, output_dir, _output_name(file_name), width=width, height=height)
         for index, region in regions:
             converted = _convert_region(region, class_attribute, default_class, width, height)
             if isinstance(converted, str):
