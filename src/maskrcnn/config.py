@@ -93,6 +93,9 @@ class InputConfig:
     pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     size_divisible: int = 32
     flip_prob: float = 0.5  # training
+    # how images are resized, in training and inference alike (structures/resize.py): "antialias" (rounded sizes,
+    # antialiased bilinear, as PIL and detectron2) or "torchvision" (floored sizes, plain bilinear: its weights)
+    resize: str = "antialias"
 
 
 @dataclass(frozen=True)

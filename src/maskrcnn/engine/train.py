@@ -77,7 +77,7 @@ def train(job: TrainJob) -> dict[str, Any]:
 def train_transform(config: Config) -> Compose:
     inp = config.model.input
     return Compose(
-        [ResizeShortestEdge(inp.min_size_train, inp.max_size_train), RandomHorizontalFlip(inp.flip_prob)]
+        [ResizeShortestEdge(inp.min_size_train, inp.max_size_train, rule=inp.resize), RandomHorizontalFlip(inp.flip_prob)]
     )
 
 
