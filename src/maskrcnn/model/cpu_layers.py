@@ -24,6 +24,12 @@ def plain_ops_only() -> bool:
     return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
 
 
+# oneDNN convolution with fused post-ops (the kernel torch.compile's CPU backend emits for conv + ReLU); absent from
+# builds without oneDNN, where the plain ops are used.
+_ONEDNN_POINTWISE = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
+_HAS_ONEDNN_POINTWISE = _ONEDNN_POINTWISE is not None and torch.backends.mkldnn.is_available()
+
+
 def winograd_available() -> bool:
     """True when this torch build has NNPACK and it initialises on this CPU (the call also initialises it)."""
     return hasattr(torch, "_nnpack_spatial_convolution") and bool(torch._nnpack_available())
@@ -31,6 +37,39 @@ def winograd_available() -> bool:
 
 def _on_cpu_float(x: Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad and not plain_ops_only()
+
+
+class ConvReLU(InferenceOnly):
+    """relu(conv(x)) in one oneDNN kernel (the ReLU as the convolution's post-op), channels-last, for a Conv2d whose
+    output only a ReLU reads (after folding, the ResNet's conv1 and conv2 of each block and its stem).
+
+    Private op ``torch.ops.mkldnn._convolution_pointwise``: 1.10x plain channels-last convolutions + in-place ReLUs
+    on ResNet-50 at (1, 3, 800, 800), one thread; running the residual addition in the kernel too adds 0.03x, not
+    worth a block-level swap (levers.py, docs/benchmarks.md).
+    """
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise ValueError(f"expected a zero-padded convolution with numeric padding, got {conv}")
+        weight = conv.weight.detach().contiguous(memory_format=torch.channels_last)
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(weight[:, 0, 0, 0])
+        self.bias = nn.Parameter(bias.clone(), requires_grad=False)
+        self.stride, self.padding = tuple(conv.stride), tuple(conv.padding)
+        self.dilation, self.groups = tuple(conv.dilation), conv.groups
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C_in, H, W) -> (N, C_out, H', W'), channels-last."""
+        if _HAS_ONEDNN_POINTWISE and _on_cpu_float(x):
+            return _ONEDNN_POINTWISE(
+                x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups, "relu", [], ""
+            )
+        return F.relu(F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups))
+
+
+class ReLUInConv(InferenceOnly, nn.Identity):
+    """Where a ReLU now runs inside the convolution before it (``ConvReLU``): the identity."""
 
 
 class WinogradConv2d(InferenceOnly):

@@ -6,12 +6,12 @@ convolution. Example: a 1x1 conv with weight 2 and bias 0, then a norm with s = 
 weight 1 and bias 1.
 
 ``fold_norms(model)`` finds every ``nn.Conv2d`` whose output is read by a foldable norm and by nothing else, in the
-modules' own forwards (their ``torch.fx`` graphs), wherever the two sit: siblings (``conv1`` / ``bn1`` of a ResNet
-block), consecutive layers of an ``nn.Sequential`` (a shortcut, torchvision's ``Conv2dNormActivation``), any
-naming. It replaces the convolution by the folded one and the norm by ``FoldedNorm`` (an identity), so every parent
-forward runs unchanged. A module whose forward cannot be traced symbolically (loops over a list argument, data-
-dependent branches) is searched through its children instead. GroupNorm, and BatchNorm in training mode, depend on
-their input's statistics and stay as they are.
+modules' own forwards (``sole_readers``: their ``torch.fx`` graphs), wherever the two sit: siblings (``conv1`` /
+``bn1`` of a ResNet block), consecutive layers of an ``nn.Sequential`` (a shortcut, torchvision's
+``Conv2dNormActivation``), any naming. It replaces the convolution by the folded one and the norm by ``FoldedNorm``
+(an identity), so every parent forward runs unchanged. A module whose forward cannot be traced symbolically (loops
+over a list argument, data-dependent branches) is searched through its children instead. GroupNorm, and BatchNorm in
+training mode, depend on their input's statistics and stay as they are.
 """
 
 from __future__ import annotations
@@ -74,58 +74,72 @@ class FoldedNorm(InferenceOnly, nn.Identity):
     """Where a norm was folded into the convolution before it: the identity."""
 
 
-class _ConvNormTracer(fx.Tracer):
-    """Records convolutions and norms as calls; modules holding no convolution are not traced into."""
+class _LeafTracer(fx.Tracer):
+    """Records convolutions, norms and ReLUs as calls; modules holding no convolution are not traced into."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if isinstance(m, (nn.Conv2d, *NORMS)):
+        if isinstance(m, (nn.Conv2d, nn.ReLU, *NORMS)):
             return True
         if not any(isinstance(c, nn.Conv2d) for c in m.modules()):
             return True
         return super().is_leaf_module(m, module_qualified_name)
 
 
-def conv_norm_pairs(module: nn.Module, prefix: str = "") -> list[tuple[str, str]]:
-    """(convolution, norm) module paths under ``module`` where the norm reads the convolution's output, alone, at
-    every call, and only that convolution's output; the norm foldable."""
+def sole_readers(module: nn.Module, prefix: str = "") -> dict[str, str]:
+    """{path of a convolution, norm or ReLU: path of the one module that reads its output}, wherever, at every call of
+    the first, that module alone reads its output, and reads nothing but it (so the two can be merged into one).
+
+    Found in the ``torch.fx`` graphs of the modules' own forwards; a module whose forward fx cannot follow (a loop
+    over a list argument, a data-dependent branch) is searched through its children instead. Modules calling the
+    same leaf in several places (one ReLU after three layers) never qualify.
+    """
     if isinstance(module, nn.Conv2d) or not any(isinstance(m, nn.Conv2d) for m in module.modules()):
-        return []
+        return {}
     try:
-        graph = _ConvNormTracer().trace(module)
+        graph = _LeafTracer().trace(module)
     except Exception:  # noqa: BLE001 - any forward fx cannot follow: look inside its children instead
-        pairs = []
+        readers = {}
         for name, child in module.named_children():
-            pairs += conv_norm_pairs(child, f"{prefix}{name}.")
-        return pairs
-    modules = dict(module.named_modules())
+            readers.update(sole_readers(child, f"{prefix}{name}."))
+        return readers
     calls: dict[str, list[fx.Node]] = {}
     for node in graph.nodes:
         if node.op == "call_module":
             calls.setdefault(node.target, []).append(node)
-    pairs = []
+    readers = {}
     for target, nodes in calls.items():
-        if type(modules[target]) is not nn.Conv2d:  # subclasses may compute more than a convolution
+        users = [user for node in nodes for user in node.users]
+        if any(len(node.users) != 1 for node in nodes) or any(u.op != "call_module" for u in users):
             continue
-        readers = {n for node in nodes for n in node.users}
-        if any(len(node.users) != 1 for node in nodes) or len(readers) != len(nodes):
+        reader = {u.target for u in users}
+        if len(reader) != 1:
             continue
-        norms = {n.target for n in readers if n.op == "call_module"}
-        if len(norms) != 1 or any(n.op != "call_module" for n in readers):
-            continue
-        norm = norms.pop()
-        if not isinstance(modules[norm], NORMS) or not can_fold(modules[norm]):
-            continue
-        if all(call in readers for call in calls[norm]):  # the norm reads nothing else
-            pairs.append((prefix + target, prefix + norm))
+        reader = reader.pop()
+        # each call of the reader reads one call of ``target``, and nothing else
+        if len(calls[reader]) == len(nodes) and all(len(r.all_input_nodes) == 1 and r in users for r in calls[reader]):
+            readers[prefix + target] = prefix + reader
+    return readers
+
+
+def conv_norm_pairs(module: nn.Module, readers: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """(convolution, norm) module paths under ``module`` where the norm, foldable, alone reads the convolution.
+    readers: ``sole_readers(module)``, when already known."""
+    pairs = []
+    for source, reader in (sole_readers(module) if readers is None else readers).items():
+        conv, norm = module.get_submodule(source), module.get_submodule(reader)
+        # a Conv2d subclass may compute more than a convolution
+        if type(conv) is nn.Conv2d and isinstance(norm, NORMS) and can_fold(norm):
+            pairs.append((source, reader))
     return pairs
 
 
-def fold_norms(model: nn.Module) -> int:
+def fold_norms(model: nn.Module, readers: dict[str, str] | None = None) -> int:
     """Fold every foldable norm of ``model`` (in eval mode) into the convolution before it, in place.
 
     Returns the number of norms folded. The model is then inference-only: its folded norms refuse ``train()``.
+    readers: ``sole_readers(model)``, when already known.
     """
-    pairs = conv_norm_pairs(model)
+    pairs = conv_norm_pairs(model, readers)
     for conv_path, norm_path in pairs:
         conv, norm = model.get_submodule(conv_path), model.get_submodule(norm_path)
         replace_module(model, conv_path, folded_conv(conv, norm))

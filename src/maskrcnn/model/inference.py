@@ -9,12 +9,12 @@ Every parent forward (``MaskRCNN``, the backbone, FPN, RPN, RoI heads) runs as b
 and on the CPU (``model/cpu_layers.py``):
 
 - the ResNet's convolutions and maps are channels-last (N, H, W, C in memory), the layout oneDNN convolves without
-  reordering (1.44x on ResNet-50 after folding);
+  reordering, and every convolution whose output only a ReLU reads runs with that ReLU in its oneDNN kernel;
 - the FPN's lateral 1x1 convolutions read those channels-last maps and write NCHW maps, for the Winograd 3x3
-  convolutions of the FPN outputs, the RPN head and the mask head;
-- both poolers pool with a weighted gather over channels-last maps, made once for both (``MultiLevelRoIAlign.layout``);
-- the mask head's transposed convolution is channels-last (its input is an NCHW Winograd output; oneDNN writes a
-  channels-last output that the class-only predictor reads as (R, M*M, D) rows).
+  convolutions of the FPN outputs and the RPN head (large maps, where Winograd beats oneDNN);
+- both poolers pool with a weighted gather over channels-last maps, made once for both (``MultiLevelRoIAlign.layout``),
+  into channels-last RoI features;
+- the mask head's convolutions and transposed convolution are channels-last (oneDNN), on those RoI features.
 
 The RPN head's merged predictor and the mask head's class-only predictor are the model's own forward, not swaps.
 Outputs equal the model's up to float rounding (folding, Winograd and channels-last change the order of additions).
@@ -29,8 +29,8 @@ import copy
 import torch
 from torch import nn
 
-from maskrcnn.model.cpu_layers import GatherRoIAlign, PointwiseConvToNCHW, WinogradConv2d
-from maskrcnn.model.fold import fold_norms
+from maskrcnn.model.cpu_layers import ConvReLU, GatherRoIAlign, PointwiseConvToNCHW, ReLUInConv, WinogradConv2d
+from maskrcnn.model.fold import FoldedNorm, fold_norms, replace_module, sole_readers
 from maskrcnn.model.mask_rcnn import MaskRCNN
 
 
@@ -41,21 +41,28 @@ def prepare_for_inference(model: MaskRCNN, *, inplace: bool = False) -> MaskRCNN
     returned (no copy of the weights is made; the model is inference-only afterwards).
     """
     prepared = (model if inplace else copy.deepcopy(model)).eval().requires_grad_(False)
-    fold_norms(prepared)
+    readers = sole_readers(prepared)  # which leaf alone reads which, in the modules' forwards
+    fold_norms(prepared, readers)
     if prepared.pixel_mean.device.type == "cpu":
-        _use_cpu_layers(prepared)
+        _use_cpu_layers(prepared, readers)
     return prepared.eval()
 
 
-def _use_cpu_layers(model: MaskRCNN) -> None:
+def _use_cpu_layers(model: MaskRCNN, readers: dict[str, str]) -> None:
     backbone, heads = model.backbone, model.roi_heads
     backbone.bottom_up.to(memory_format=torch.channels_last)
+    for conv_path, reader in readers.items():  # conv [-> folded norm] -> ReLU: one oneDNN kernel
+        if isinstance(model.get_submodule(reader), FoldedNorm):
+            reader = readers.get(reader)
+        conv = model.get_submodule(conv_path)
+        if reader is not None and type(conv) is nn.Conv2d and isinstance(model.get_submodule(reader), nn.ReLU):
+            replace_module(model, conv_path, ConvReLU(conv))
+            replace_module(model, reader, ReLUInConv())
     fpn = backbone.fpn
     fpn.lateral_convs = nn.ModuleList(PointwiseConvToNCHW(conv) for conv in fpn.lateral_convs)
     fpn.output_convs = nn.ModuleList(WinogradConv2d(conv) for conv in fpn.output_convs)
     model.rpn.head.conv = WinogradConv2d(model.rpn.head.conv)
-    heads.mask_head.convs = nn.ModuleList(WinogradConv2d(conv) for conv in heads.mask_head.convs)
-    heads.mask_head.deconv.to(memory_format=torch.channels_last)
+    heads.mask_head.to(memory_format=torch.channels_last)
     for pooler in (heads.box_pooler, heads.mask_pooler):
         if pooler.sampling_ratio > 0:
             pooler.align = GatherRoIAlign(pooler.align)

@@ -87,7 +87,15 @@ class MultiLevelRoIAlign(nn.Module):
         if len(features) == 1:
             return self.align(features[0], rois, self.scales[0])
         levels = assign_levels(rois[:, 1:], min_level=self.min_level, max_level=self.max_level)
-        out = features[0].new_zeros((rois.shape[0], features[0].shape[1], *self.output_size))
+        first = features[0]
+        # in the maps' memory layout (channels-last after a channels-last ``layout``), for the convolutions after
+        channels_last = first.is_contiguous(memory_format=torch.channels_last) and not first.is_contiguous()
+        out = torch.empty(  # every RoI has a level: each row is written below
+            (rois.shape[0], first.shape[1], *self.output_size),
+            dtype=first.dtype,
+            device=first.device,
+            memory_format=torch.channels_last if channels_last else torch.contiguous_format,
+        )
         for level, (feature, scale) in enumerate(zip(features, self.scales)):
             idx = torch.nonzero(levels == level).squeeze(1)  # may be empty: every kernel takes 0 RoIs
             out[idx] = self.align(feature, rois[idx], scale).to(out.dtype)
