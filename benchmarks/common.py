@@ -42,6 +42,11 @@ def machine() -> str:
     )
 
 
+def load() -> str:
+    """The 1-minute load average: how busy the machine was around a timed round."""
+    return f"{os.getloadavg()[0]:.2f}"
+
+
 def command_line() -> str:
     return " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
 

@@ -119,7 +119,8 @@ def main() -> None:
                 continue  # warm-up
             for name in runners:
                 times[name].append(per_image[name])
-            print(f"round {round_index}: " + "  ".join(f"{n} {sum(t):.2f} s" for n, t in per_image.items()), flush=True)
+            print(f"round {round_index}: " + "  ".join(f"{n} {sum(t):.2f} s" for n, t in per_image.items())
+                  + f"  (load {common.load()})", flush=True)
 
         del runners
         memory = {}
@@ -146,6 +147,11 @@ def main() -> None:
         for ref in ("torchvision", "torchvision_bn"):
             if ref in totals:
                 print(f"speed-up of ours over {ref}: {totals[ref] / totals['ours']:.2f}x (median of {args.runs} rounds)")
+                # per image: the median over rounds of the ratio measured within each round (side by side)
+                ratios = [common.median([r[i] / o[i] for r, o in zip(times[ref], times["ours"])])
+                          for i in range(len(args.images))]
+                print("  per image: " + ", ".join(f"{Path(p).name} ({a.shape[1]}x{a.shape[0]}) {x:.2f}x"
+                                                  for p, a, x in zip(args.images, arrays, ratios)))
     if memory:
         print("memory: " + "; ".join(f"{n} loaded {m['loaded_rss_mib']:.0f} MiB, peak {m['peak_rss_mib']:.0f} MiB"
                                      for n, m in memory.items()))

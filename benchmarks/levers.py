@@ -1,12 +1,15 @@
 """The effect of each CPU inference lever, one at a time, each measured side by side (interleaved, median of runs).
 
     python benchmarks/levers.py                     # all levers, 5 runs each
-    python benchmarks/levers.py --runs 3 --skip-compile
+    python benchmarks/levers.py --runs 3 --skip-compile --threads 1   # steadier on a busy machine
 
 Inputs have the shapes of one 800 x 1216 image (a 2048 x 1365 photo at the default size) in torchvision's R50-FPN
 with the parity test's randomised weights: the ResNet-50 on (1, 3, 800, 1216); 3x3 convolutions on P2
-(1, 256, 200, 304) and on 100 mask RoIs (100, 256, 14, 14); RoIAlign of 1000 proposals over P2-P5; pasting 100 masks
-into a 2048 x 1365 image; and, end to end, the model as built against ``prepare_for_inference``'s conversion.
+(1, 256, 200, 304) and on 100 mask RoIs (100, 256, 14, 14); the RPN's predictors on P2-P6; RoIAlign of 1000
+proposals and of 100 detections over P2-P5; the mask head's transposed convolution and predictor on 100 RoIs;
+pasting 100 masks into a 2048 x 1365 image; the two resize rules on the photo; and, end to end, the model as built
+against ``prepare_for_inference``'s conversion. Each leaf ``prepare_for_inference`` swaps in (model/cpu_layers.py)
+is timed against the leaf it replaces; the alternatives it does not use are timed too, to show why.
 """
 
 from __future__ import annotations
@@ -37,40 +40,40 @@ def compare(title: str, variants: dict[str, Callable[[], object]], runs: int) ->
     first = next(iter(medians.values()))
     print(f"\n{title}")
     for name, ms in medians.items():
-        print(f"  {name:<58} {ms:9.1f} ms   {first / ms:5.2f}x")
+        print(f"  {name:<66} {ms:9.1f} ms   {first / ms:5.2f}x")
 
 
-def folded_resnet(resnet, *, channels_last: bool):
-    """The ResNet with each frozen BN folded into a plain Conv2d with bias (unfused ReLUs), optionally channels-last."""
+def onednn_fused_resnet(resnet):
+    """A forward over a folded, channels-last ResNet-50 that runs each ReLU and also each residual addition inside
+    its convolution's oneDNN kernel (the private ``torch.ops.mkldnn._convolution_pointwise``): the block-level fusion
+    that a leaf swap cannot express (the addition is the block's), timed to show what it would add."""
     import torch
-    from torch import nn
 
-    from maskrcnn.model.fused import norm_scale_shift
+    pointwise = torch.ops.mkldnn._convolution_pointwise
 
-    resnet = copy.deepcopy(resnet)
-    pairs = [(resnet, "conv1", "bn1")]
-    for module in resnet.modules():
-        for i in (1, 2, 3):
-            if hasattr(module, f"conv{i}") and hasattr(module, f"bn{i}") and module is not resnet:
-                pairs.append((module, f"conv{i}", f"bn{i}"))
-        if getattr(module, "downsample", None) is not None:
-            pairs.append((module.downsample, "0", "1"))
-    for parent, conv_name, norm_name in pairs:
-        conv, norm = getattr(parent, conv_name), getattr(parent, norm_name)
-        scale, shift = norm_scale_shift(norm)
-        folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=True)
-        with torch.no_grad():
-            folded.weight.copy_(conv.weight * scale[:, None, None, None])
-            folded.bias.copy_(shift)
-        setattr(parent, conv_name, folded)
-        setattr(parent, norm_name, nn.Identity())
-    return resnet.to(memory_format=torch.channels_last) if channels_last else resnet
+    def conv(c, x, relu):
+        return pointwise(x, c.weight, c.bias, c.padding, c.stride, c.dilation, c.groups,
+                         "relu" if relu else "none", [], "")
+
+    def forward(x):
+        x = resnet.maxpool(conv(resnet.conv1, x, True))
+        for layer in (resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4):
+            for b in layer:
+                identity = x if b.downsample is None else conv(b.downsample[0], x, False)
+                out = conv(b.conv2, conv(b.conv1, x, True), True)
+                c = b.conv3
+                x = pointwise.binary(out, identity, c.weight, c.bias, c.padding, c.stride, c.dilation, c.groups,
+                                     "add", 1.0, "relu", [], "")
+        return x
+
+    return forward
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--skip-compile", action="store_true", help="skip torch.compile (about a minute to compile)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     args = parser.parse_args()
 
     import tempfile
@@ -82,10 +85,15 @@ def main() -> None:
     from maskrcnn.checkpoint import load_checkpoint, load_state_into
     from maskrcnn.data.images import read_image
     from maskrcnn.model.build import build_model
-    from maskrcnn.model.fused import FusedConv2d
+    from maskrcnn.model.cpu_layers import GatherRoIAlign, PointwiseConvToNCHW, WinogradConv2d
+    from maskrcnn.model.fold import fold_norms
     from maskrcnn.model.inference import prepare_for_inference
+    from maskrcnn.model.mask_head import predict_class_maps
     from maskrcnn.structures.masks import paste_masks
+    from maskrcnn.structures.resize import resize_image, resized_shape
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"command: {common.command_line()}")
     print(f"machine: {common.machine()}")
     torch.manual_seed(0)
@@ -100,82 +108,132 @@ def main() -> None:
     prepared = prepare_for_inference(model)
     torch.set_grad_enabled(False)
 
-    # ---- the ResNet-50: norms folded, channels-last, ReLU and residual in the convolution kernel
+    # ---- the ResNet-50: norms folded, channels-last, (not used) ReLU and residual in the convolution kernel
     x = torch.randn(1, 3, 800, 1216)
     resnet = model.backbone.bottom_up
-    folded, folded_cl = folded_resnet(resnet, channels_last=False), folded_resnet(resnet, channels_last=True)
+    folded = copy.deepcopy(resnet)
+    fold_norms(folded)
+    folded_cl = copy.deepcopy(folded).to(memory_format=torch.channels_last)
+    fused = onednn_fused_resnet(folded_cl)
     compare(
         "ResNet-50 bottom-up, (1, 3, 800, 1216)",
         {
             "as built (FrozenBatchNorm2d after each conv, NCHW)": lambda: resnet(x),
-            "+ norms folded into the convolutions": lambda: folded(x),
-            "+ channels-last": lambda: folded_cl(x.contiguous(memory_format=torch.channels_last)),
-            "+ ReLU / residual add inside the oneDNN kernel (FusedResNet)": lambda: prepared.backbone.bottom_up(x),
+            "+ norms folded into the convolutions (fold_norms)": lambda: folded(x),
+            "+ channels-last": lambda: folded_cl(x),
+            "+ ReLUs inside oneDNN's kernel (ConvReLU: prepare_for_inference)": lambda: prepared.backbone.bottom_up(x),
+            "+ residual additions in the kernel too (not used)": lambda: fused(x),
         },
         args.runs,
     )
 
-    # ---- 3x3 convolutions: oneDNN direct (channels-last) against NNPACK Winograd (NCHW)
+    # ---- 3x3 convolutions: eager NCHW, oneDNN channels-last, NNPACK Winograd (NCHW)
     rois = torch.randn(100, 256, 14, 14)
     for title, conv, x in (
         ("RPN 3x3 conv + ReLU on P2 (1, 256, 200, 304)", model.rpn.head.conv, torch.randn(1, 256, 200, 304)),
         ("mask head 3x3 conv + ReLU on 100 RoIs (100, 256, 14, 14)", model.roi_heads.mask_head.convs[0], rois),
     ):
-        direct, winograd = FusedConv2d(conv, relu=True), FusedConv2d(conv, relu=True, winograd=True)
+        conv_cl = copy.deepcopy(conv).to(memory_format=torch.channels_last)
+        winograd = WinogradConv2d(conv)
         x_cl = x.contiguous(memory_format=torch.channels_last)
         compare(
             title,
             {
-                "eager conv2d + relu (NCHW)": lambda conv=conv, x=x: F.relu(conv(x)),
-                "oneDNN, channels-last, fused ReLU": lambda direct=direct, x_cl=x_cl: direct(x_cl),
-                "NNPACK Winograd F(6x6, 3x3), NCHW": lambda winograd=winograd, x=x: winograd(x),
+                "eager conv2d + relu (NCHW), as built": lambda conv=conv, x=x: F.relu(conv(x)),
+                "oneDNN, channels-last": lambda conv_cl=conv_cl, x_cl=x_cl: F.relu(conv_cl(x_cl)),
+                "NNPACK Winograd F(6x6, 3x3), NCHW (WinogradConv2d)": lambda winograd=winograd, x=x: F.relu(winograd(x)),
             },
             args.runs,
         )
 
-    # ---- FPN lateral 1x1 + top-down add, producing the NCHW map the Winograd output conv reads
-    c2 = torch.randn(1, 256, 200, 304).contiguous(memory_format=torch.channels_last)
-    top = torch.randn(1, 256, 100, 152)
-    fpn = prepared.backbone.fpn
+    # ---- the RPN's two 1x1 predictors, separately or as one convolution, on P2-P6
+    head = model.rpn.head
+    levels = [torch.randn(1, 256, 200 // 2**i, 304 // 2**i) for i in range(5)]
+    merged_weight = torch.cat([head.objectness_logits.weight, head.anchor_deltas.weight])
+    merged_bias = torch.cat([head.objectness_logits.bias, head.anchor_deltas.bias])
     compare(
-        "FPN P2 lateral 1x1 conv + upsampled P3, as an NCHW map",
+        "RPN objectness + deltas 1x1 convolutions on P2-P6",
         {
-            "oneDNN fused add (channels-last), then converted to NCHW": lambda: fpn.lateral_convs[0](
-                c2, residual=F.interpolate(top, size=(200, 304)).contiguous(memory_format=torch.channels_last)
-            ).contiguous(),
-            "one GEMM writing NCHW, the add as GEMM's beta * C": lambda: fpn._lateral(0, c2, top),
+            "two convolutions": lambda: [(head.objectness_logits(x), head.anchor_deltas(x)) for x in levels],
+            "one convolution to 5A channels, split (RPNHead)": lambda: [
+                F.conv2d(x, merged_weight, merged_bias).split([3, 12], dim=1) for x in levels
+            ],
         },
         args.runs,
     )
 
-    # ---- RoIAlign of 1000 proposals over P2-P5
+    # ---- FPN lateral 1x1 convolution, from a channels-last C2 to the NCHW map the Winograd output conv reads
+    c2 = torch.randn(1, 256, 200, 304).contiguous(memory_format=torch.channels_last)
+    lateral = model.backbone.fpn.lateral_convs[0]
+    lateral_cl = copy.deepcopy(lateral).to(memory_format=torch.channels_last)
+    pointwise = PointwiseConvToNCHW(lateral)
+    compare(
+        "FPN P2 lateral 1x1 conv, channels-last C2 -> NCHW map",
+        {
+            "oneDNN conv (channels-last out), then converted to NCHW": lambda: lateral_cl(c2).contiguous(),
+            "one matrix product writing NCHW (PointwiseConvToNCHW)": lambda: pointwise(c2),
+        },
+        args.runs,
+    )
+
+    # ---- RoIAlign of 1000 proposals and of 100 detections over P2-P5
     image = read_image(common.DATA / common.DEFAULT_IMAGES[2])
     batch = model.preprocess([torch.from_numpy(image).permute(2, 0, 1)])
-    features = model.backbone(batch.tensor)[:4]
-    proposals, _ = model.rpn(model.backbone(batch.tensor), batch.image_sizes, tuple(batch.tensor.shape[-2:]))
-    pooler = model.roi_heads.box_pooler
-    features_cl = [f.contiguous(memory_format=torch.channels_last) for f in features]
+    features = model.backbone(batch.tensor)
+    proposals, _ = model.rpn(features, batch.image_sizes, tuple(batch.tensor.shape[-2:]))
+    features = features[:4]
+    heads, fast_heads = model.roi_heads, prepared.roi_heads
+    features_cl = fast_heads.box_pooler.layout(features)
+    detections = [proposals[0][:100]]
     compare(
         f"box RoIAlign, {len(proposals[0])} proposals over P2-P5 (7 x 7, sampling ratio 2)",
         {
-            "torchvision roi_align on NCHW maps": lambda: pooler(features, proposals),
-            "channels-last gather (embedding_bag), maps already channels-last": lambda: pooler(features_cl, proposals),
-            "  the same, including the channels-last copy of the maps": lambda: pooler(
-                [f.contiguous(memory_format=torch.channels_last) for f in features], proposals
+            "torchvision roi_align on NCHW maps, as built": lambda: heads.box_pooler(features, proposals),
+            "gather (GatherRoIAlign), maps already channels-last": lambda: fast_heads.box_pooler(features_cl, proposals),
+            "  the same, including the channels-last copy of the maps": lambda: fast_heads.box_pooler(
+                fast_heads.box_pooler.layout(features), proposals
             ),
         },
         args.runs,
     )
-
-    # ---- the mask predictor: all K+1 maps then a gather, against the detected class's map only
-    head, fused_head = model.roi_heads.mask_head, prepared.roi_heads.mask_head
-    labels = torch.randint(1, 91, (100,))
     compare(
-        "mask head on 100 detections (deconv + 91-class predictor)",
+        "mask RoIAlign, 100 detections over P2-P5 (14 x 14), the maps laid out once for both poolers",
         {
-            "as built: deconv, 91 maps, gather": lambda: head(rois)[torch.arange(100), labels],
-            "the detected class's map only": lambda: head.class_logits(rois, labels),
-            "fused: Winograd convs, deconv as 1x1 conv, class map only": lambda: fused_head.class_logits(rois, labels),
+            "torchvision roi_align on NCHW maps, as built": lambda: heads.mask_pooler(features, detections),
+            "gather (GatherRoIAlign), sharing the box pooler's channels-last maps": lambda: fast_heads.mask_pooler(
+                features_cl, detections
+            ),
+        },
+        args.runs,
+    )
+    assert isinstance(fast_heads.box_pooler.align, GatherRoIAlign)
+
+    # ---- the mask head after its convolutions: transposed conv and the class-only predictor
+    mask_head = model.roi_heads.mask_head
+    deconv_cl = copy.deepcopy(mask_head.deconv).to(memory_format=torch.channels_last)
+    as_1x1 = torch.nn.Conv2d(256, 1024, 1).to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        as_1x1.weight.copy_(mask_head.deconv.weight.permute(2, 3, 1, 0).reshape(1024, 256, 1, 1))
+    maps = rois  # (100, 256, 14, 14), NCHW as the Winograd convolutions write them
+    compare(
+        "mask head 2x2 stride-2 transposed conv on 100 RoIs (100, 256, 14, 14)",
+        {
+            "eager, NCHW, as built": lambda: mask_head.deconv(maps),
+            "channels-last (prepare_for_inference)": lambda: deconv_cl(maps),
+            "as a 1x1 conv to 4D channels, before rearranging (not used)": lambda: as_1x1(maps),
+        },
+        args.runs,
+    )
+    labels = torch.randint(1, 91, (100,))
+    upsampled, upsampled_cl = mask_head.deconv(maps), deconv_cl(maps)
+    compare(
+        "mask predictor on 100 RoIs (100, 256, 28, 28), 91 classes",
+        {
+            "all 91 maps, then each RoI's own": lambda: mask_head.predictor(upsampled)[torch.arange(100), labels],
+            "each RoI's own class map only (MaskHead.class_logits)": lambda: predict_class_maps(
+                upsampled, mask_head.predictor, labels
+            ),
+            "  the same on the channels-last maps": lambda: predict_class_maps(upsampled_cl, mask_head.predictor, labels),
         },
         args.runs,
     )
@@ -184,7 +242,6 @@ def main() -> None:
     probs = torch.rand(100, 28, 28)
     xy = torch.rand(100, 2) * torch.tensor([1700.0, 1100.0])
     boxes = torch.cat([xy, xy + torch.rand(100, 2) * 300 + 10], dim=1)
-
     compare(
         "paste 100 masks into 2048 x 1365",
         {
@@ -194,6 +251,19 @@ def main() -> None:
             "paste_masks, all of it (calloc'd output: only box rows touched)": lambda: paste_masks(
                 probs, boxes, (1365, 2048)
             ),
+        },
+        args.runs,
+    )
+
+    # ---- the two resize rules on the photo (normalised float image, as the model resizes it)
+    photo = (torch.from_numpy(image).permute(2, 0, 1).float() / 255.0 - model.pixel_mean) / model.pixel_std
+    sizes = {rule: resized_shape(*photo.shape[-2:], short_size=800, max_size=1333, rule=rule)
+             for rule in ("torchvision", "antialias")}
+    compare(
+        f"resize the {image.shape[1]} x {image.shape[0]} photo to 800 px (float)",
+        {
+            "torchvision rule: plain bilinear": lambda: resize_image(photo, sizes["torchvision"], rule="torchvision"),
+            "antialias rule: antialiased bilinear": lambda: resize_image(photo, sizes["antialias"], rule="antialias"),
         },
         args.runs,
     )

@@ -119,7 +119,8 @@ def main() -> None:
             if round_index > 0:
                 times[name].append(elapsed)
         order.reverse()
-        print(("warm-up: " if round_index == 0 else f"round {round_index}: ") + "  ".join(line), flush=True)
+        print(("warm-up: " if round_index == 0 else f"round {round_index}: ") + "  ".join(line)
+              + f"  (load {common.load()})", flush=True)
 
     print(f"machine after: {common.machine()}")
     print()

@@ -7,8 +7,8 @@ Our format is one ``torch.save`` file holding plain data only (loads with ``weig
 
 A torchvision file is the state dict of ``maskrcnn_resnet50_fpn`` (as in ``maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth``,
 or ``model.state_dict()`` of a current torchvision), optionally wrapped in {"model": ...}. It loads with frozen-BN
-eps 0, ``aligned=False`` and torchvision's anchor strides; its labels are torchvision's COCO label indices, named with
-the COCO class names.
+eps 0, ``aligned=False``, torchvision's anchor strides and its resize rule; its labels are torchvision's COCO label
+indices, named with the COCO class names.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from torch import Tensor
 from maskrcnn.config import (
     BackboneConfig,
     Config,
+    InputConfig,
     ModelConfig,
     ROIHeadsConfig,
     RPNConfig,
@@ -213,6 +214,7 @@ def torchvision_config(num_labels: int) -> Config:
             backbone=BackboneConfig(depth=50, norm="frozen_bn", frozen_bn_eps=0.0, freeze_at=2),
             rpn=RPNConfig(torchvision_anchor_strides=True),
             roi_heads=ROIHeadsConfig(aligned=False),
+            input=InputConfig(resize="torchvision"),
         )
     )
 

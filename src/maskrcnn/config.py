@@ -221,6 +221,9 @@ class InputConfig(_Checked):
     pixel_std: Annotated[tuple[float, float, float], POSITIVE] = (0.229, 0.224, 0.225)
     size_divisible: Annotated[int, AT_LEAST_1] = 32
     flip_prob: Annotated[float, FRACTION] = 0.5  # training
+    # how images are resized, in training and inference alike (structures/resize.py): "antialias" (rounded sizes,
+    # antialiased bilinear, as PIL and detectron2) or "torchvision" (floored sizes, plain bilinear: its weights)
+    resize: Annotated[str, OneOf(("antialias", "torchvision"))] = "antialias"
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,12 @@ The graph takes one image of any size and runs everything up to the mask probabi
              mask_probs       float32 [D, M, M]  each detection's mask in its box, at M x M (28)
 
 (normalisation, resize, padding, backbone, RPN with anchors, box decoding, score filtering and NMS, RoIAlign, the
-box and mask heads). Pasting the M x M masks into the full image is left to ``OnnxPredictor``, which uses the same
-``paste_masks`` as the PyTorch model: in the graph it would be a loop of per-detection resizes that ONNX expresses
-poorly (and runtimes run slowly), and keeping one implementation keeps the masks of both paths identical.
+box and mask heads). The graph is a trace of the model's own forward (the Predictor's, norms folded), through
+``ExportAdapter``, which only maps the one image's output dict to these four tensors; the model keeps its sizes as
+tensors while traced (``structures/sizes.py``), so the graph follows each input's size. Pasting the M x M masks
+into the full image is left to ``OnnxPredictor``, which uses the same ``paste_masks`` as the PyTorch model: in the
+graph it would be a loop of per-detection resizes that ONNX expresses poorly (and runtimes run slowly), and keeping
+one implementation keeps the masks of both paths identical.
 
 The file's metadata holds what a predictor needs besides the graph: ``maskrcnn_format`` (= "maskrcnn-onnx"),
 ``maskrcnn_version``, ``class_names`` and ``category_ids`` (JSON lists), ``mask_threshold``, and ``config`` (the
@@ -34,6 +37,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
+from torch import Tensor, nn
 
 from maskrcnn.errors import UserError
 
@@ -53,17 +58,14 @@ def export_onnx(predictor: Predictor, output: str | os.PathLike, *, opset: int =
 
     Returns {"path", "bytes", "seconds", "opset"}. UserError for an unsupported opset or a missing onnx package.
     """
-    import torch
-
     from maskrcnn.config import to_dict
     from maskrcnn.io import atomic_write_bytes
-    from maskrcnn.model.traceable import TraceableMaskRCNN
 
     if opset < MIN_OPSET:
         raise UserError(f"--opset {opset} is too old: the graph needs ONNX opset {MIN_OPSET} or newer (RoiAlign)")
     onnx = _import("onnx")
     start = time.perf_counter()
-    model = TraceableMaskRCNN(predictor.model.cpu())
+    model = ExportAdapter(predictor.model.cpu())
     # A textured example image: the trace records operations, not the example's sizes or detections.
     generator = torch.Generator().manual_seed(0)
     example = (torch.rand((3, 480, 640), generator=generator) * 255).to(torch.uint8)
@@ -100,6 +102,20 @@ def export_onnx(predictor: Predictor, output: str | os.PathLike, *, opset: int =
     data = proto.SerializeToString()
     atomic_write_bytes(output, data)
     return {"path": Path(output), "bytes": len(data), "seconds": time.perf_counter() - start, "opset": opset}
+
+
+class ExportAdapter(nn.Module):
+    """(image, score_threshold) -> (boxes, scores, labels, mask_probs): the model's output for one image, as the
+    graph's tensors (shapes in the module docstring)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.eval()
+
+    def forward(self, image: Tensor, score_threshold: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        out = self.model([image], score_threshold=score_threshold, paste_masks=False)[0]
+        return out["boxes"], out["scores"], out["labels"], out["mask_probs"]
 
 
 def _import(name: str):
@@ -176,8 +192,6 @@ class OnnxPredictor:
 
     def predict_arrays(self, images: list[np.ndarray], *, score_threshold: float = 0.5) -> list[Prediction]:
         """images: RGB ndarray[H, W, 3] uint8 each -> one ``Prediction`` per image (masks pasted at full size)."""
-        import torch
-
         from maskrcnn.predict import Prediction
         from maskrcnn.structures.masks import paste_masks
 

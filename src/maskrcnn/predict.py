@@ -143,7 +143,7 @@ class Predictor:
         prepared: bool = False,
     ):
         """model: a MaskRCNN with its weights; the Predictor runs a converted copy of it, made for fast inference
-        (``model.inference.prepare_for_inference``: folded norms, fused kernels, channels-last), and leaves
+        (``model.inference.prepare_for_inference``: folded norms, fast CPU leaves, channels-last), and leaves
         ``model`` as it is, apart from ``eval()`` and ``to(device)``. prepared: ``model`` is that conversion already."""
         model = model.eval().to(device)
         self.model = model if prepared else prepare_for_inference(model)

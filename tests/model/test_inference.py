@@ -1,5 +1,6 @@
-"""The inference-time conversion (model/inference.py) and the fast CPU kernels it relies on: same outputs as the
-model it came from, the model itself untouched, and no way to train the converted copy by mistake."""
+"""The inference-time conversion (model/inference.py: folded norms, fast CPU leaves) and the kernels it relies on:
+same outputs as the model it came from, the model itself untouched, and no way to train the converted copy by
+mistake."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from torchvision.ops import box_iou, roi_align
 
 from maskrcnn.config import preset
 from maskrcnn.model.build import build_model
-from maskrcnn.model.fused import FusedConv2d, FusedResNet, winograd_available
+from maskrcnn.model.cpu_layers import WinogradConv2d, winograd_available
+from maskrcnn.model.fold import FoldedNorm, fold_norms, norm_scale_shift
 from maskrcnn.model.inference import prepare_for_inference
 from maskrcnn.model.roi_align import roi_align_channels_last
 from maskrcnn.structures.masks import paste_masks
@@ -42,7 +44,8 @@ def small_model(norm: str, *, seed: int = 0) -> torch.nn.Module:
 def test_prepared_model_gives_the_same_detections_and_masks(norm):
     model = small_model(norm)
     prepared = prepare_for_inference(model)
-    assert isinstance(prepared.backbone.bottom_up, FusedResNet) == (norm != "gn")
+    folded = [m for m in prepared.backbone.bottom_up.modules() if isinstance(m, FoldedNorm)]
+    assert len(folded) == (0 if norm == "gn" else 20)  # ResNet-18: stem, 16 block convs, 3 shortcuts
     images = [(torch.rand(3, h, w, generator=torch.Generator().manual_seed(h)) * 255).to(torch.uint8)
               for h, w in ((120, 160), (97, 211))]
     with torch.inference_mode():
@@ -81,24 +84,37 @@ def test_conversion_leaves_the_global_random_state_alone():
     assert torch.equal(torch.get_rng_state(), state)
 
 
+class ConvNormBlock(torch.nn.Module):
+    """relu(norm(conv(x)) + residual), the shape of a ResNet block's last convolution."""
+
+    def __init__(self, norm: torch.nn.Module):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(8, 16, 3, padding=1, bias=False)
+        self.norm = norm
+
+    def forward(self, x, residual):
+        return F.relu(self.norm(self.conv(x)) + residual)
+
+
 def test_folded_convolution_equals_conv_then_norm_then_relu():
     torch.manual_seed(0)
-    conv = torch.nn.Conv2d(8, 16, 3, padding=1, bias=False)
     norm = torch.nn.BatchNorm2d(16).eval()
     with torch.no_grad():
         norm.running_mean.normal_()
         norm.running_var.uniform_(0.5, 2.0)
         norm.weight.uniform_(0.5, 1.5)
         norm.bias.normal_()
+    block = ConvNormBlock(norm)
     x = torch.randn(2, 8, 9, 13)
     residual = torch.randn(2, 16, 9, 13)
-    fused = FusedConv2d(conv, norm, relu=True)
     with torch.no_grad():
-        expected = F.relu(norm(conv(x)) + residual)
-        got = fused(x.contiguous(memory_format=torch.channels_last), residual.contiguous(memory_format=torch.channels_last))
+        expected = block(x, residual)
+        assert fold_norms(block) == 1 and isinstance(block.norm, FoldedNorm)
+        got = block(x.contiguous(memory_format=torch.channels_last), residual.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="cannot fold"):
-        FusedConv2d(conv, torch.nn.GroupNorm(4, 16), relu=True)
+        norm_scale_shift(torch.nn.GroupNorm(4, 16))
+    assert fold_norms(ConvNormBlock(torch.nn.GroupNorm(4, 16))) == 0
 
 
 @pytest.mark.skipif(not winograd_available(), reason="this torch build has no NNPACK")
@@ -106,11 +122,11 @@ def test_winograd_convolution_is_close_to_the_direct_one():
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(64, 64, 3, padding=1)
     x = torch.randn(3, 64, 21, 34)
-    fused = FusedConv2d(conv, relu=False, winograd=True)
-    assert fused.winograd
+    winograd = WinogradConv2d(conv)
+    assert winograd.available
     with torch.no_grad():
         expected = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=1)
-        got = fused(x)
+        got = winograd(x)
     # Winograd F(6x6, 3x3) in float32: errors around 1e-5 of the output scale
     assert (got.double() - expected).abs().max() < 1e-4 * expected.abs().max()
 

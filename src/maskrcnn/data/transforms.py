@@ -32,13 +32,15 @@ flip of an image W wide maps x to W - x (boxes: x1' = W - x2, x2' = W - x1).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image
+import torch
 from pycocotools import mask as mask_utils
+
+from maskrcnn.structures.resize import RULES as RESIZE_RULES
+from maskrcnn.structures.resize import resize_image, resized_shape
 
 # Per-instance arrays (ndarray[G, ...]) that ``finish_target`` keeps in step with the masks.
 INSTANCE_KEYS = ("labels", "has_mask")
@@ -118,20 +120,6 @@ def _sample_rle(rle: dict[str, Any], height: int, width: int) -> np.ndarray:
     return full[rows[:, None], cols[None, :]]
 
 
-def resized_shape(height: int, width: int, *, short_size: int, max_size: int) -> tuple[int, int]:
-    """Output (H, W) when the short side goes to ``short_size`` unless the long side would pass ``max_size``.
-
-    scale = min(short_size / min(H, W), max_size / max(H, W)); each side is round(side * scale), halves up.
-
-    >>> resized_shape(480, 640, short_size=800, max_size=1333)
-    (800, 1067)
-    >>> resized_shape(500, 2000, short_size=800, max_size=1333)
-    (333, 1333)
-    """
-    scale = min(short_size / min(height, width), max_size / max(height, width))
-    return max(1, math.floor(height * scale + 0.5)), max(1, math.floor(width * scale + 0.5))
-
-
 def _scale_boxes(boxes: np.ndarray, sx: float, sy: float) -> np.ndarray:
     return (boxes * np.array([sx, sy, sx, sy], dtype=np.float32)).astype(np.float32)
 
@@ -145,17 +133,21 @@ def _flip_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
 
 class ResizeShortestEdge:
     """Resize so the short side is one of ``min_sizes`` (drawn with ``rng`` when there are several) and the long
-    side is at most ``max_size``; bilinear for the image, symbolic for masks, exact scaling for boxes.
+    side is at most ``max_size``, by the resize ``rule`` the model also uses at inference (``structures/resize.py``):
+    the image resampled in uint8, masks symbolically, boxes scaled exactly.
 
     Training: ``ResizeShortestEdge((640, 672, 704, 736, 768, 800), 1333)`` (short-side jitter);
     evaluation: ``ResizeShortestEdge((800,), 1333)``.
     """
 
-    def __init__(self, min_sizes: Sequence[int], max_size: int) -> None:
+    def __init__(self, min_sizes: Sequence[int], max_size: int, *, rule: str = "antialias") -> None:
         if not min_sizes or min(min_sizes) < 1 or max_size < 1:
             raise ValueError(f"sizes must be positive, got min_sizes={min_sizes}, max_size={max_size}")
+        if rule not in RESIZE_RULES:
+            raise ValueError(f"unknown resize rule {rule!r}; expected one of {', '.join(RESIZE_RULES)}")
         self.min_sizes = tuple(int(s) for s in min_sizes)
         self.max_size = int(max_size)
+        self.rule = rule
 
     def __call__(self, image: np.ndarray, target: dict, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
         height, width = image.shape[:2]
@@ -163,10 +155,12 @@ class ResizeShortestEdge:
             short = self.min_sizes[0]
         else:
             short = self.min_sizes[int(rng.integers(len(self.min_sizes)))]
-        new_h, new_w = resized_shape(height, width, short_size=short, max_size=self.max_size)
+        new_h, new_w = resized_shape(height, width, short_size=short, max_size=self.max_size, rule=self.rule)
         if (new_h, new_w) == (height, width):
             return image, target
-        image = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+        # (H, W, 3) -> (3, H, W) -> (3, h, w) -> (h, w, 3), uint8 throughout
+        resized = resize_image(torch.from_numpy(image).permute(2, 0, 1), (new_h, new_w), rule=self.rule)
+        image = np.ascontiguousarray(resized.permute(1, 2, 0).numpy())
         target = dict(target)
         sx, sy = new_w / width, new_h / height
         for key in ("boxes", "crowd_boxes"):
@@ -177,7 +171,7 @@ class ResizeShortestEdge:
         return image, target
 
     def __repr__(self) -> str:
-        return f"ResizeShortestEdge(min_sizes={self.min_sizes}, max_size={self.max_size})"
+        return f"ResizeShortestEdge(min_sizes={self.min_sizes}, max_size={self.max_size}, rule={self.rule!r})"
 
 
 class RandomHorizontalFlip:

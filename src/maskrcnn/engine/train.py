@@ -109,7 +109,7 @@ def resume_checkpoint(output_dir: Path) -> Path:
 def train_transform(config: Config) -> Compose:
     inp = config.model.input
     return Compose(
-        [ResizeShortestEdge(inp.min_size_train, inp.max_size_train), RandomHorizontalFlip(inp.flip_prob)]
+        [ResizeShortestEdge(inp.min_size_train, inp.max_size_train, rule=inp.resize), RandomHorizontalFlip(inp.flip_prob)]
     )
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from maskrcnn.structures.sizes import is_tracing
+
 
 def base_anchors(size: float, aspect_ratios: tuple[float, ...]) -> Tensor:
     """Tensor[A, 4] anchors centred on (0, 0) with area size**2, one per aspect ratio (height / width)."""
@@ -73,10 +75,15 @@ class AnchorGenerator(nn.Module):
         return anchors
 
     def forward(self, image_size: tuple[int, int], features: list[Tensor]) -> list[Tensor]:
-        """image_size: the padded batch's (H, W); features: L x (N, C, H_l, W_l) -> L x Tensor[H_l * W_l * A, 4]."""
-        grid_sizes = [(int(f.shape[-2]), int(f.shape[-1])) for f in features]
+        """image_size: the padded batch's (H, W); features: L x (N, C, H_l, W_l) -> L x Tensor[H_l * W_l * A, 4].
+
+        Sizes are ints, or 0-dim tensors while tracing: then the grids follow the traced sizes and nothing is cached.
+        """
+        grid_sizes = [(f.shape[-2], f.shape[-1]) for f in features]
         strides = self.level_strides(image_size, grid_sizes)
         device = features[0].device
+        if is_tracing():
+            return self.grid_anchors(grid_sizes, strides, device)
         key = (tuple(grid_sizes), tuple(strides), str(device))
         if key not in self._cache:
             if len(self._cache) > 64:

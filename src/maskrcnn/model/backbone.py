@@ -72,12 +72,14 @@ class BasicBlock(nn.Module):
         self.bn1 = make_norm(norm, width, frozen_eps=frozen_eps)
         self.conv2 = nn.Conv2d(width, out_channels, 3, padding=1, bias=False)
         self.bn2 = make_norm(norm, out_channels, frozen_eps=frozen_eps)
+        # one ReLU module per place: the inference conversion can then fuse each into the convolution before it
+        self.relu1 = nn.ReLU(inplace=True)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = _shortcut(in_channels, out_channels, stride, norm, frozen_eps)
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         out += identity  # in place, as out + identity bit for bit
         return self.relu(out)
@@ -95,13 +97,16 @@ class Bottleneck(nn.Module):
         self.bn2 = make_norm(norm, width, frozen_eps=frozen_eps)
         self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
         self.bn3 = make_norm(norm, out_channels, frozen_eps=frozen_eps)
+        # one ReLU module per place: the inference conversion can then fuse each into the convolution before it
+        self.relu1 = nn.ReLU(inplace=True)
+        self.relu2 = nn.ReLU(inplace=True)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = _shortcut(in_channels, out_channels, stride, norm, frozen_eps)
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.relu2(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         out += identity  # in place, as out + identity bit for bit
         return self.relu(out)

@@ -12,6 +12,7 @@ from maskrcnn.model.mask_rcnn import MaskRCNN
 from maskrcnn.model.poolers import MultiLevelRoIAlign
 from maskrcnn.model.roi_heads import RoIHeads
 from maskrcnn.model.rpn import RPN, RPNHead
+from maskrcnn.structures.resize import RULES as RESIZE_RULES
 
 
 def build_model(config: ModelConfig) -> MaskRCNN:
@@ -22,6 +23,8 @@ def build_model(config: ModelConfig) -> MaskRCNN:
     backbone = BackboneWithFPN(bottom_up=bottom_up, in_channels=bottom_up.out_channels, out_channels=bb.fpn_channels)
     if len(rpn_cfg.anchor_sizes) != len(backbone.strides):
         raise ValueError(f"need one anchor size per FPN level ({len(backbone.strides)}), got {rpn_cfg.anchor_sizes}")
+    if inp.resize not in RESIZE_RULES:
+        raise ValueError(f"unknown resize rule {inp.resize!r}; expected one of {', '.join(RESIZE_RULES)}")
 
     anchor_generator = AnchorGenerator(
         sizes=rpn_cfg.anchor_sizes,
@@ -81,5 +84,6 @@ def build_model(config: ModelConfig) -> MaskRCNN:
         min_size=inp.min_size_test,
         max_size=inp.max_size_test,
         size_divisible=inp.size_divisible,
+        resize=inp.resize,
         mask_threshold=roi.mask_threshold,
     )

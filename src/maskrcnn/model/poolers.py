@@ -7,8 +7,9 @@ so a 224 x 224 box reads P4, a 112 x 112 box P3. Sampling is bilinear at ``sampl
 points per bin, with no quantisation of box coordinates; ``aligned=True`` shifts boxes by half a pixel so that pixel
 centres sit at integer + 0.5 (detectron2's ROIAlignV2), ``aligned=False`` is the original (and torchvision's) form.
 
-Channels-last CPU feature maps (``RoIHeads`` makes them at inference on the CPU) are pooled by
-``roi_align_channels_last``, the same function computed as a weighted gather; everything else by torchvision's kernel.
+Each level is pooled by the ``align`` leaf: torchvision's kernel (``RoIAlign``) as built; for fast CPU inference
+``prepare_for_inference`` puts the same function computed as a weighted gather over channels-last maps in its place
+(``model/cpu_layers.py``), and ``layout`` gives the maps the memory layout the leaf reads fastest.
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
-from maskrcnn.model.roi_align import roi_align_channels_last
 from maskrcnn.structures.boxes import box_area
 
 
 def boxes_to_rois(boxes: list[Tensor]) -> Tensor:
     """N x Tensor[R_i, 4] -> Tensor[R, 5] (batch index, x1, y1, x2, y2), the layout roi_align takes."""
     rois = torch.cat(boxes)
-    batch_idx = torch.cat([torch.full((len(b), 1), i, dtype=rois.dtype, device=rois.device) for i, b in enumerate(boxes)])
+    batch_idx = torch.cat([torch.full_like(b[:, :1], i) for i, b in enumerate(boxes)])  # (R, 1)
     return torch.cat([batch_idx, rois], dim=1)
 
 
@@ -40,10 +40,36 @@ def assign_levels(
     return (levels.clamp(min=min_level, max=max_level) - min_level).to(torch.int64)
 
 
+class RoIAlign(nn.Module):
+    """One feature level: torchvision's RoIAlign kernel (any device, any memory layout)."""
+
+    def __init__(self, *, output_size: int, sampling_ratio: int, aligned: bool):
+        super().__init__()
+        self.output_size = (output_size, output_size)
+        self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
+
+    def layout(self, features: list[Tensor]) -> list[Tensor]:
+        """The maps as this kernel reads them best: as they are."""
+        return features
+
+    def forward(self, feature: Tensor, rois: Tensor, spatial_scale: float) -> Tensor:
+        """feature: (N, C, H, W); rois: (R, 5) (batch index, x1, y1, x2, y2) in image pixels -> (R, C, S, S)."""
+        return roi_align(
+            feature,
+            rois.to(feature.dtype),
+            self.output_size,
+            spatial_scale=spatial_scale,
+            sampling_ratio=self.sampling_ratio,
+            aligned=self.aligned,
+        )
+
+
 class MultiLevelRoIAlign(nn.Module):
     def __init__(self, *, output_size: int, strides: tuple[int, ...], sampling_ratio: int, aligned: bool):
         """strides: one per pooled feature map, e.g. (4, 8, 16, 32) for P2-P5."""
         super().__init__()
+        self.align = RoIAlign(output_size=output_size, sampling_ratio=sampling_ratio, aligned=aligned)
         self.output_size = (output_size, output_size)
         self.scales = [1.0 / s for s in strides]
         self.min_level = int(math.log2(strides[0]))
@@ -51,40 +77,26 @@ class MultiLevelRoIAlign(nn.Module):
         self.sampling_ratio = sampling_ratio
         self.aligned = aligned
 
+    def layout(self, features: list[Tensor]) -> list[Tensor]:
+        """The maps in the memory layout the ``align`` leaf reads fastest: made once when two poolers share them."""
+        return self.align.layout(features)
+
     def forward(self, features: list[Tensor], boxes: list[Tensor]) -> Tensor:
         """features: L x (N, C, H_l, W_l); boxes: N x Tensor[R_i, 4] -> Tensor[R, C, S, S] in the order of ``boxes``."""
         rois = boxes_to_rois(boxes)
-        num_channels = features[0].shape[1]
         if len(features) == 1:
-            return self._align(features[0], rois, self.scales[0])
-        levels = assign_levels(torch.cat(boxes), min_level=self.min_level, max_level=self.max_level)
-        out = features[0].new_zeros((rois.shape[0], num_channels, *self.output_size))
-        for level, (feature, scale) in enumerate(zip(features, self.scales)):
-            idx = torch.nonzero(levels == level).squeeze(1)
-            if idx.numel() > 0:
-                out[idx] = self._align(feature, rois[idx], scale).to(out.dtype)
-        return out
-
-    def _align(self, feature: Tensor, rois: Tensor, scale: float) -> Tensor:
-        if (
-            feature.device.type == "cpu"
-            and self.sampling_ratio > 0
-            and feature.is_contiguous(memory_format=torch.channels_last)
-            and not feature.is_contiguous()
-        ):
-            return roi_align_channels_last(
-                feature,
-                rois,
-                output_size=self.output_size[0],
-                spatial_scale=scale,
-                sampling_ratio=self.sampling_ratio,
-                aligned=self.aligned,
-            )
-        return roi_align(
-            feature,
-            rois.to(feature.dtype),
-            self.output_size,
-            spatial_scale=scale,
-            sampling_ratio=self.sampling_ratio,
-            aligned=self.aligned,
+            return self.align(features[0], rois, self.scales[0])
+        levels = assign_levels(rois[:, 1:], min_level=self.min_level, max_level=self.max_level)
+        first = features[0]
+        # in the maps' memory layout (channels-last after a channels-last ``layout``), for the convolutions after
+        channels_last = first.is_contiguous(memory_format=torch.channels_last) and not first.is_contiguous()
+        out = torch.empty(  # every RoI has a level: each row is written below
+            (rois.shape[0], first.shape[1], *self.output_size),
+            dtype=first.dtype,
+            device=first.device,
+            memory_format=torch.channels_last if channels_last else torch.contiguous_format,
         )
+        for level, (feature, scale) in enumerate(zip(features, self.scales)):
+            idx = torch.nonzero(levels == level).squeeze(1)  # may be empty: every kernel takes 0 RoIs
+            out[idx] = self.align(feature, rois[idx], scale).to(out.dtype)
+        return out

@@ -20,6 +20,7 @@ from maskrcnn.model.matcher import BACKGROUND, IGNORE, Matcher
 from maskrcnn.model.poolers import MultiLevelRoIAlign
 from maskrcnn.model.sampler import sample_balanced
 from maskrcnn.structures.boxes import BoxCoder, box_ioa, clip_boxes, nonempty_boxes
+from maskrcnn.structures.sizes import is_tracing
 
 
 class RoIHeads(nn.Module):
@@ -65,15 +66,17 @@ class RoIHeads(nn.Module):
         image_sizes: list[tuple[int, int]],
         targets: list[dict[str, Tensor]] | None = None,
         *,
-        score_threshold: float = 0.0,
+        score_threshold: float | Tensor = 0.0,
     ) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
-        """features: the pooled levels L x (N, C, H_l, W_l); proposals: N x Tensor[R_i, 4].
+        """features: the pooled levels L x (N, C, H_l, W_l); proposals: N x Tensor[R_i, 4]; image_sizes: (h, w) ints,
+        or 0-dim tensors while tracing.
 
         Training -> ([], losses). Inference -> (N x {"boxes": (D, 4), "scores": (D,), "labels": (D,) int64 in 1..K,
         "mask_probs": (D, M, M)}, {}), boxes in the coordinates of the (resized) input images; the detections of
         each image are those of ``score_thresh``, NMS and ``detections_per_image``, less those scoring below
         ``score_threshold`` (dropped before the mask branch).
         """
+        features = self.box_pooler.layout(features)  # as the poolers read them; one copy, shared by both
         if self.training:
             if targets is None:
                 raise ValueError("targets are required in training mode")
@@ -81,14 +84,10 @@ class RoIHeads(nn.Module):
             losses = self._forward_box_train(features, samples)
             losses.update(self._forward_mask_train(features, samples, targets))
             return [], losses
-        if features[0].device.type == "cpu":
-            # one channels-last copy of each level, read by both poolers' fast CPU RoIAlign (model/roi_align.py)
-            features = [f.contiguous(memory_format=torch.channels_last) for f in features]
         detections = self._forward_box_inference(features, proposals, image_sizes)
-        if score_threshold > 0:
-            for d in detections:
-                keep = d["scores"] >= score_threshold
-                d.update({k: v[keep] for k, v in d.items()})
+        for d in detections:
+            keep = d["scores"] >= score_threshold
+            d.update({k: v[keep] for k, v in d.items()})
         self._forward_mask_inference(features, detections)
         return detections, {}
 
@@ -176,7 +175,7 @@ class RoIHeads(nn.Module):
         boxes_all = self.box_coder.decode(box_deltas, torch.cat(proposals))  # (R, 4(K+1))
         scores_all = class_logits.softmax(dim=-1)  # (R, K+1)
         num_classes = scores_all.shape[1]
-        counts = [len(p) for p in proposals]
+        counts = [p.shape[0] for p in proposals]
         detections = []
         for boxes, scores, size in zip(boxes_all.split(counts), scores_all.split(counts), image_sizes):
             # (R, 4(K+1)) -> (R, K+1, 4), background column dropped, then one candidate per (RoI, class)
@@ -195,11 +194,12 @@ class RoIHeads(nn.Module):
         """Adds "mask_probs": (D, M, M), the sigmoid of each detection's predicted-class map, to each image's dict."""
         size = self.mask_head_output_size
         boxes = [d["boxes"] for d in detections]
-        if sum(len(b) for b in boxes) == 0:
+        counts = [b.shape[0] for b in boxes]
+        if not is_tracing() and sum(counts) == 0:  # a traced graph runs the mask head on any number of boxes
             for d in detections:
                 d["mask_probs"] = d["boxes"].new_zeros((0, size, size))
             return
         labels = torch.cat([d["labels"] for d in detections])
         probs = self.mask_head.class_logits(self.mask_pooler(features, boxes), labels).sigmoid()  # (D, M, M)
-        for d, p in zip(detections, probs.split([len(b) for b in boxes])):
+        for d, p in zip(detections, probs.split(counts)):
             d["mask_probs"] = p
