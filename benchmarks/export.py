@@ -74,7 +74,7 @@ def main() -> None:
     matched = total = 0
     ious: list[float] = []
     for i in range(len(arrays)):
-        m, t, iou = match_detections(last["pytorch (ours)", i], last["onnxruntime", i])
+        m, t, iou, _ = match_detections(last["pytorch (ours)", i], last["onnxruntime", i])
         matched, total, ious = matched + m, total + t, ious + iou
     print(f"machine after: {common.machine()}")
     print()
