@@ -106,7 +106,8 @@ def main() -> int:
     from maskrcnn.config import load_config
     from maskrcnn.engine.train import TrainJob, train
     from maskrcnn.evaluation.coco_eval import evaluate_coco, format_summary
-    from maskrcnn.predict import predict_coco_results
+    from maskrcnn.data.coco import CocoDataset
+    from maskrcnn.evaluation.inference import predict_coco_results
 
     args.output.mkdir(parents=True, exist_ok=True)
     train_json, val_json = split(args.data, args.output)
@@ -124,7 +125,7 @@ def main() -> int:
     by_rule = {}
     for rule in rules:
         predictor = predictor_with_resize(run_dir / "last.pt", rule, device=args.device)
-        results = predict_coco_results(predictor, val_json, images_dir=images, batch_size=4)
+        results = predict_coco_results(predictor, CocoDataset(val_json, images), batch_size=4)
         evaluation = evaluate_coco(val_json, results)
         print(f"\ninference resize {rule!r} (trained with {trained_rule!r}):")
         print(format_summary(evaluation))

@@ -13,6 +13,7 @@ indices, named with the COCO class names.
 
 from __future__ import annotations
 
+import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,15 +78,51 @@ def save_checkpoint(
 
 
 def read_file(path: str | Path) -> Any:
-    """torch.load with weights_only=True, turning every failure into one UserError naming the file."""
+    """torch.load with weights_only=True, turning every failure into one UserError naming the file and saying what
+    is wrong with it. A file that would need more than tensors and plain data to load is refused, and the message
+    never suggests loading it some other way: unpickling arbitrary objects can run arbitrary code."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"weights file not found: {path}")
+    if path.suffix.lower() == ".pkl":  # detectron2's model zoo: read by maskrcnn.zoo.detectron2, not by torch.load
+        raise UserError(f"{path}: detectron2 model-zoo files (.pkl) cannot be loaded yet")
+    if path.suffix.lower() == ".onnx":
+        raise UserError(f"cannot read weights file {path}: it is an ONNX model, not a PyTorch checkpoint; run it with "
+                        "ONNX Runtime")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise UserError(f"cannot read weights file {path}: {e.strerror or e}") from None
+    if not head.startswith(_TORCH_MAGIC):
+        kind = "an empty file" if not head else f"a file that starts with {head!r}"
+        raise UserError(f"cannot read weights file {path}: not a PyTorch checkpoint (torch.save writes a zip archive), "
+                        f"but {kind}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure to unpickle means the file is not a usable checkpoint
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot read weights file {path}: not a valid PyTorch checkpoint ({reason})") from None
+    except pickle.UnpicklingError as e:
+        refused = _REFUSED_GLOBAL.search(str(e))
+        if refused or "Weights only load failed" in str(e):
+            what = f" (such as {refused.group(1)})" if refused else ""
+            raise UserError(
+                f"cannot read weights file {path}: it holds Python objects other than tensors and plain data{what}, "
+                "which maskrcnn does not load because loading them can run code; save the weights as a state dict "
+                "(torch.save(model.state_dict(), path)) or use a maskrcnn checkpoint"
+            ) from None
+        raise UserError(f"cannot read weights file {path}: damaged or not a checkpoint ({_reason(e)})") from None
+    except Exception as e:  # noqa: BLE001 - any other failure to load means a damaged file
+        raise UserError(f"cannot read weights file {path}: damaged or not a checkpoint ({_reason(e)})") from None
+
+
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive; its older format, a bare pickle
+_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+
+
+def _reason(error: Exception) -> str:
+    """The first line of an error, without terminal colour codes, and never PyTorch's advice on ``weights_only``."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
+    first = text.splitlines()[0].strip() if text else ""
+    return first if first and "weights_only" not in first else type(error).__name__
 
 
 def load_checkpoint(path: str | Path) -> LoadedCheckpoint:

@@ -12,95 +12,224 @@ A config file is YAML holding any subset of the fields, optionally starting from
     solver: {max_iter: 2000, base_lr: 0.02}
 
 and a command line may override any field with a dotted ``key=value`` (``solver.base_lr=0.01``, values parsed as YAML).
+
+Every field says what it allows in its annotation (``batch_size: Annotated[int, AT_LEAST_1]``); a config is checked
+whenever one is built, so a bad value fails at once with one line naming the key, the value and the rule
+(``solver.batch_size=0: must be >= 1``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import yaml
 
 from maskrcnn.errors import UserError
 
 
+# ---- what each field allows ----------------------------------------------------------------------------------------
+# A field's rule rides on its annotation (``Annotated[int, AtLeast(1)]``) and is checked whenever a config is built,
+# from a preset, a YAML file, overrides or a checkpoint, so that a bad value is one line naming the key, the value and
+# what is allowed, before anything runs.
+
+
 @dataclass(frozen=True)
-class BackboneConfig:
-    depth: int = 50  # ResNet depth: 18, 34, 50 or 101
-    norm: str = "frozen_bn"  # "frozen_bn" (fine-tuning), "bn" or "gn" (training from scratch)
-    frozen_bn_eps: float = 1e-5  # torchvision's COCO weights need 0.0
+class Range:
+    """A number in ``[low, high]``; ``open_low`` / ``open_high`` exclude that end. For a tuple, every item."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def allows(self, value: Any) -> bool:
+        return all(
+            (self.low is None or (v > self.low if self.open_low else v >= self.low))
+            and (self.high is None or (v < self.high if self.open_high else v <= self.high))
+            for v in (value if isinstance(value, tuple) else (value,))
+        )
+
+    def __str__(self) -> str:
+        low = None if self.low is None else f"{'>' if self.open_low else '>='} {_text(self.low)}"
+        high = None if self.high is None else f"{'<' if self.open_high else '<='} {_text(self.high)}"
+        return "must be " + " and ".join(part for part in (low, high) if part)
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """One of ``choices``."""
+
+    choices: tuple[Any, ...]
+
+    def allows(self, value: Any) -> bool:
+        return value in self.choices
+
+    def __str__(self) -> str:
+        return "must be one of " + ", ".join(_text(c) for c in self.choices)
+
+
+@dataclass(frozen=True)
+class Count:
+    """A tuple of ``low`` to ``high`` items (exactly ``low`` when ``high`` is None)."""
+
+    low: int
+    high: int | float | None = None
+
+    def allows(self, value: Any) -> bool:
+        return self.low <= len(value) <= (self.low if self.high is None else self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"must hold {self.low} values"
+        return f"must hold at least {self.low} value{'s' if self.low > 1 else ''}"
+
+
+POSITIVE = Range(low=0, open_low=True)
+NON_NEGATIVE = Range(low=0)
+AT_LEAST_1 = Range(low=1)
+FRACTION = Range(low=0, high=1)
+SOME = Count(1, math.inf)  # a non-empty tuple
+
+
+def _text(value: Any) -> str:
+    """A value as it is written in YAML / a ``key=value`` override."""
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_text(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class _Checked:
+    """Checks the rules in a config dataclass's annotations after construction; ``KEY`` is where the class sits in a
+    Config (``solver``, ``model.backbone``, ...), for messages."""
+
+    KEY: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        for name, rules in _rules(type(self)).items():
+            value = getattr(self, name)
+            for rule in rules:
+                if not rule.allows(value):
+                    key = f"{self.KEY}.{name}" if self.KEY else name
+                    raise UserError(f"{key}={_text(value)}: {rule}")
+
+
+@functools.cache
+def _rules(cls: type) -> dict[str, tuple[Any, ...]]:
+    hints = typing.get_type_hints(cls, include_extras=True)
+    return {
+        name: hint.__metadata__
+        for name, hint in hints.items()
+        if typing.get_origin(hint) is Annotated and name in {f.name for f in dataclasses.fields(cls)}
+    }
+
+
+def _iou_order(config: Any) -> None:
+    """The background IoU threshold of a matcher may not exceed its foreground one."""
+    if config.bg_iou_thresh > config.fg_iou_thresh:
+        raise UserError(
+            f"{config.KEY}.bg_iou_thresh={_text(config.bg_iou_thresh)}: must be <= "
+            f"{config.KEY}.fg_iou_thresh={_text(config.fg_iou_thresh)}"
+        )
+
+
+# ---- the configs ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackboneConfig(_Checked):
+    KEY: ClassVar[str] = "model.backbone"
+    depth: Annotated[int, OneOf((18, 34, 50, 101))] = 50  # ResNet depth
+    norm: Annotated[str, OneOf(("frozen_bn", "bn", "gn"))] = "frozen_bn"  # frozen_bn for fine-tuning; bn or gn
+    frozen_bn_eps: Annotated[float, NON_NEGATIVE] = 1e-5  # torchvision's COCO weights need 0.0
     # stages without gradients when fine-tuning: 0 none, 1 the stem, 2 stem + res2 (torchvision's default), ...
-    freeze_at: int = 2
-    stem_width: int = 64  # channels after the stem; res2..res5 widths scale with it
-    fpn_channels: int = 256
+    freeze_at: Annotated[int, Range(low=0, high=5)] = 2
+    stem_width: Annotated[int, AT_LEAST_1] = 64  # channels after the stem; res2..res5 widths scale with it
+    fpn_channels: Annotated[int, AT_LEAST_1] = 256
 
 
 @dataclass(frozen=True)
-class RPNConfig:
-    anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)  # one per level P2-P6
-    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+class RPNConfig(_Checked):
+    KEY: ClassVar[str] = "model.rpn"
+    anchor_sizes: Annotated[tuple[int, ...], Count(5), AT_LEAST_1] = (32, 64, 128, 256, 512)  # one per level P2-P6
+    aspect_ratios: Annotated[tuple[float, ...], SOME, POSITIVE] = (0.5, 1.0, 2.0)
     # torchvision derives each level's anchor stride as padded_image_size // feature_size, which is not the true
     # stride for P6 when the padded size is not a multiple of 64; its weights were trained that way.
     torchvision_anchor_strides: bool = False
-    pre_nms_topk_train: int = 2000  # per level
-    pre_nms_topk_test: int = 1000
-    post_nms_topk_train: int = 2000  # per image
-    post_nms_topk_test: int = 1000
-    nms_thresh: float = 0.7
-    min_box_size: float = 1e-3
-    fg_iou_thresh: float = 0.7
-    bg_iou_thresh: float = 0.3
-    batch_size_per_image: int = 256
-    positive_fraction: float = 0.5
-    box_loss_beta: float = 1.0 / 9.0  # smooth L1; 0 makes it L1
+    pre_nms_topk_train: Annotated[int, AT_LEAST_1] = 2000  # per level
+    pre_nms_topk_test: Annotated[int, AT_LEAST_1] = 1000
+    post_nms_topk_train: Annotated[int, AT_LEAST_1] = 2000  # per image
+    post_nms_topk_test: Annotated[int, AT_LEAST_1] = 1000
+    nms_thresh: Annotated[float, FRACTION] = 0.7
+    min_box_size: Annotated[float, NON_NEGATIVE] = 1e-3
+    fg_iou_thresh: Annotated[float, FRACTION] = 0.7
+    bg_iou_thresh: Annotated[float, FRACTION] = 0.3
+    batch_size_per_image: Annotated[int, AT_LEAST_1] = 256
+    positive_fraction: Annotated[float, FRACTION] = 0.5
+    box_loss_beta: Annotated[float, NON_NEGATIVE] = 1.0 / 9.0  # smooth L1; 0 makes it L1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _iou_order(self)
 
 
 @dataclass(frozen=True)
-class ROIHeadsConfig:
-    box_pool_size: int = 7
-    mask_pool_size: int = 14
-    sampling_ratio: int = 2
+class ROIHeadsConfig(_Checked):
+    KEY: ClassVar[str] = "model.roi_heads"
+    box_pool_size: Annotated[int, AT_LEAST_1] = 7
+    mask_pool_size: Annotated[int, AT_LEAST_1] = 14
+    sampling_ratio: Annotated[int, NON_NEGATIVE] = 2
     aligned: bool = True  # RoIAlign half-pixel correction; torchvision's weights use False
-    fc_dim: int = 1024
-    num_fc: int = 2
-    mask_conv_dim: int = 256
-    num_mask_convs: int = 4
-    batch_size_per_image: int = 512
-    positive_fraction: float = 0.25
-    fg_iou_thresh: float = 0.5
-    bg_iou_thresh: float = 0.5
-    crowd_ioa_thresh: float = 0.7  # a background proposal this much inside a crowd region is ignored
-    box_reg_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
-    box_loss_beta: float = 1.0 / 9.0
-    score_thresh: float = 0.05
-    nms_thresh: float = 0.5
-    detections_per_image: int = 100
-    mask_threshold: float = 0.5
+    fc_dim: Annotated[int, AT_LEAST_1] = 1024
+    num_fc: Annotated[int, AT_LEAST_1] = 2
+    mask_conv_dim: Annotated[int, AT_LEAST_1] = 256
+    num_mask_convs: Annotated[int, NON_NEGATIVE] = 4
+    batch_size_per_image: Annotated[int, AT_LEAST_1] = 512
+    positive_fraction: Annotated[float, FRACTION] = 0.25
+    fg_iou_thresh: Annotated[float, FRACTION] = 0.5
+    bg_iou_thresh: Annotated[float, FRACTION] = 0.5
+    crowd_ioa_thresh: Annotated[float, FRACTION] = 0.7  # a background proposal this much inside a crowd region is ignored
+    box_reg_weights: Annotated[tuple[float, float, float, float], POSITIVE] = (10.0, 10.0, 5.0, 5.0)
+    box_loss_beta: Annotated[float, NON_NEGATIVE] = 1.0 / 9.0
+    score_thresh: Annotated[float, FRACTION] = 0.05
+    nms_thresh: Annotated[float, FRACTION] = 0.5
+    detections_per_image: Annotated[int, AT_LEAST_1] = 100
+    mask_threshold: Annotated[float, FRACTION] = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _iou_order(self)
 
 
 @dataclass(frozen=True)
-class InputConfig:
-    min_size_train: tuple[int, ...] = (800,)  # short side, drawn at random per image when training
-    max_size_train: int = 1333
-    min_size_test: int = 800
-    max_size_test: int = 1333
+class InputConfig(_Checked):
+    KEY: ClassVar[str] = "model.input"
+    min_size_train: Annotated[tuple[int, ...], SOME, AT_LEAST_1] = (800,)  # short side, drawn at random per image
+    max_size_train: Annotated[int, AT_LEAST_1] = 1333
+    min_size_test: Annotated[int, AT_LEAST_1] = 800
+    max_size_test: Annotated[int, AT_LEAST_1] = 1333
     pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # RGB, images scaled to [0, 1]
-    pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    size_divisible: int = 32
-    flip_prob: float = 0.5  # training
+    pixel_std: Annotated[tuple[float, float, float], POSITIVE] = (0.229, 0.224, 0.225)
+    size_divisible: Annotated[int, AT_LEAST_1] = 32
+    flip_prob: Annotated[float, FRACTION] = 0.5  # training
     # how images are resized, in training and inference alike (structures/resize.py): "antialias" (rounded sizes,
     # antialiased bilinear, as PIL and detectron2) or "torchvision" (floored sizes, plain bilinear: its weights)
-    resize: str = "antialias"
+    resize: Annotated[str, OneOf(("antialias", "torchvision"))] = "antialias"
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    num_classes: int = 80  # K object classes; label 0 is background
+class ModelConfig(_Checked):
+    KEY: ClassVar[str] = "model"
+    num_classes: Annotated[int, AT_LEAST_1] = 80  # K object classes; label 0 is background
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     rpn: RPNConfig = field(default_factory=RPNConfig)
     roi_heads: ROIHeadsConfig = field(default_factory=ROIHeadsConfig)
@@ -108,25 +237,28 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class SolverConfig:
-    batch_size: int = 2  # images per iteration (per process)
-    max_iter: int = 90000
-    base_lr: float = 0.02  # for the total batch; scaled linearly with batch_size * world_size / 16 if lr_scaling
+class SolverConfig(_Checked):
+    KEY: ClassVar[str] = "solver"
+    batch_size: Annotated[int, AT_LEAST_1] = 2  # images per iteration (per process)
+    max_iter: Annotated[int, AT_LEAST_1] = 90000
+    # for the total batch; scaled linearly with batch_size * world_size / 16 if lr_scaling
+    base_lr: Annotated[float, NON_NEGATIVE] = 0.02
     lr_scaling: bool = False
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    schedule: str = "step"  # "step" or "cosine"
-    steps: tuple[float, ...] = (0.667, 0.889)  # step schedule: fractions of max_iter where lr *= gamma
-    gamma: float = 0.1
-    warmup_iters: int = 1000
-    warmup_factor: float = 0.001
-    clip_grad_norm: float = 0.0  # 0 disables
-    amp: str = "none"  # "none", "bf16" or "fp16" (CUDA only)
-    num_workers: int = 2
-    seed: int = 0
-    log_period: int = 20
-    eval_period: int = 0  # 0: evaluate at the end only (when --val is given)
-    checkpoint_period: int = 1000
+    momentum: Annotated[float, Range(low=0, high=1, open_high=True)] = 0.9
+    weight_decay: Annotated[float, NON_NEGATIVE] = 1e-4
+    schedule: Annotated[str, OneOf(("step", "cosine"))] = "step"
+    # step schedule: where lr *= gamma, as fractions of max_iter (<= 1) or iterations (> 1)
+    steps: Annotated[tuple[float, ...], NON_NEGATIVE] = (0.667, 0.889)
+    gamma: Annotated[float, POSITIVE] = 0.1
+    warmup_iters: Annotated[int, NON_NEGATIVE] = 1000
+    warmup_factor: Annotated[float, Range(low=0, high=1, open_low=True)] = 0.001
+    clip_grad_norm: Annotated[float, NON_NEGATIVE] = 0.0  # 0 disables
+    amp: Annotated[str, OneOf(("none", "bf16", "fp16"))] = "none"  # mixed precision, CUDA only
+    num_workers: Annotated[int, NON_NEGATIVE] = 2
+    seed: Annotated[int, NON_NEGATIVE] = 0
+    log_period: Annotated[int, AT_LEAST_1] = 20
+    eval_period: Annotated[int, NON_NEGATIVE] = 0  # 0: evaluate at the end only (when --val is given)
+    checkpoint_period: Annotated[int, AT_LEAST_1] = 1000
 
 
 @dataclass(frozen=True)
@@ -301,22 +433,43 @@ def load_config(source: str | Path, overrides: list[str] | None = None) -> Confi
     if source in PRESETS:
         config = preset(source)
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise UserError(
-                f"config {source!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor an existing file"
-            )
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise UserError(f"cannot parse config file {path}: {e}") from None
-        if not isinstance(data, dict):
-            raise UserError(f"config file {path} must hold a mapping at the top level")
+        data = _read_config_file(source)
         base = preset(data.pop("preset")) if "preset" in data else Config()
         config = from_dict(data, base)
     if overrides:
         config = from_dict(parse_overrides(overrides), config)
     return config
+
+
+def given_keys(source: str | Path, overrides: list[str] | None = None) -> frozenset[str]:
+    """The dotted keys that the YAML file ``source`` (not a preset) and ``overrides`` set themselves, e.g.
+    ``{"solver.max_iter", "model.num_classes"}``: values a user chose, which the trainer must not silently change."""
+    nested = [] if str(source) in PRESETS else [_read_config_file(str(source))]
+    nested.append(parse_overrides(overrides or []))
+
+    def walk(node: Any, prefix: str) -> Iterator[str]:
+        for key, value in node.items():
+            if key == "preset" and not prefix:
+                continue
+            if isinstance(value, dict):
+                yield from walk(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}"
+
+    return frozenset(key for data in nested for key in walk(data, ""))
+
+
+def _read_config_file(source: str) -> dict[str, Any]:
+    path = Path(source)
+    if not path.is_file():
+        raise UserError(f"config {source!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor an existing file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot parse config file {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping at the top level")
+    return data
 
 
 def dump_yaml(config: Config) -> str:

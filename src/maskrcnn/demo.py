@@ -42,10 +42,12 @@ def run_demo(
     """Generate data, train the ``small`` preset, evaluate, write the report and overlays. Returns a summary."""
     from maskrcnn.data.shapes import generate_shapes
     from maskrcnn.engine.train import TrainJob, train
+    from maskrcnn.data.coco import CocoDataset
     from maskrcnn.evaluation.coco_eval import evaluate_coco, format_summary, load_ground_truth
+    from maskrcnn.evaluation.inference import predict_coco_results
     from maskrcnn.evaluation.report import write_report
     from maskrcnn.io import atomic_write_json
-    from maskrcnn.predict import Predictor, predict_coco_results
+    from maskrcnn.predict import Predictor
 
     started = time.perf_counter()
     config = demo_config(iterations=iterations, seed=seed)
@@ -58,12 +60,14 @@ def run_demo(
     _say(f"2/4 training the small Mask R-CNN for {config.solver.max_iter} iterations on {device}"
          + (" (resuming the earlier run)" if resume else ""))
     t_train = time.perf_counter()
-    train(TrainJob(config=config, train_json=train_json, output_dir=run_dir, resume=resume, device=device))
+    # The demo owns its run folder: a run killed before its first checkpoint is started over.
+    train(TrainJob(config=config, train_json=train_json, output_dir=run_dir, resume=resume, overwrite=not resume,
+                   device=device))  # fmt: skip
     train_seconds = time.perf_counter() - t_train
 
     _say("3/4 evaluating on the validation set")
     predictor = Predictor.from_file(run_dir / "last.pt", device=device)
-    results = predict_coco_results(predictor, val_json, batch_size=4, progress=False)
+    results = predict_coco_results(predictor, CocoDataset(val_json), batch_size=4, progress=False)
     gt = load_ground_truth(val_json)
     evaluation = evaluate_coco(gt, results)
     atomic_write_json(output / "metrics.json", evaluation.metrics, indent=2)

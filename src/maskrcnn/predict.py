@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
@@ -21,7 +20,7 @@ from PIL import Image
 from maskrcnn.checkpoint import load_checkpoint, load_state_into
 from maskrcnn.config import Config
 from maskrcnn.data.images import read_image, to_rgb_array
-from maskrcnn.errors import UserError
+from maskrcnn.errors import ArgumentError, UserError
 from maskrcnn.model.build import build_model
 from maskrcnn.model.inference import prepare_for_inference
 from maskrcnn.model.mask_rcnn import MaskRCNN
@@ -90,14 +89,16 @@ def resolve_device(device: str) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise UserError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+        raise ArgumentError("device", f"unknown {{arg}} {device!r}; use cpu, cuda or cuda:N") from None
     if dev.type not in ("cpu", "cuda"):
-        raise UserError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
+        raise ArgumentError("device", f"unsupported {{arg}} {device!r}; use cpu, cuda or cuda:N")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise UserError(f"device {device!r} requested but no CUDA GPU is available; use --device cpu")
+            raise ArgumentError("device", f"{{arg}} {device!r} requested but no CUDA GPU is available; use {{arg}} cpu")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UserError(f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA GPU(s) found")
+            raise ArgumentError(
+                "device", f"{{arg}} {device!r} does not exist: {torch.cuda.device_count()} CUDA GPU(s) found"
+            )
     return dev
 
 
@@ -106,12 +107,16 @@ def as_rgb_array(image: ImageInput) -> np.ndarray:
     if isinstance(image, (str, os.PathLike)):
         return read_image(image)
     if isinstance(image, Image.Image):
+        if image.width == 0 or image.height == 0:
+            raise UserError(f"the image of size {image.width}x{image.height} has no pixels")
         return to_rgb_array(image)
     if isinstance(image, np.ndarray):
         if image.ndim == 2:
             image = np.repeat(image[:, :, None], 3, axis=2)
         if image.ndim != 3 or image.shape[2] not in (3, 4):
             raise UserError(f"expected an H x W x 3 image array, got shape {image.shape}")
+        if image.shape[0] == 0 or image.shape[1] == 0:
+            raise UserError(f"the image array of shape {image.shape} has no pixels")
         image = image[:, :, :3]
         if image.dtype == np.uint16:
             image = (image >> 8).astype(np.uint8)
@@ -179,8 +184,7 @@ class Predictor:
     def iter_predict(
         self, images: Iterable[ImageInput], *, score_threshold: float = 0.5, batch_size: int = 1
     ) -> Iterator[Prediction]:
-        if batch_size < 1:
-            raise UserError(f"batch size must be at least 1, got {batch_size}")
+        check_batch_size(batch_size)
         batch: list[np.ndarray] = []
         for image in images:
             batch.append(as_rgb_array(image))
@@ -198,72 +202,12 @@ class Predictor:
         )
 
 
+def check_batch_size(batch_size: int) -> None:
+    """``ArgumentError`` unless ``batch_size`` (images per forward pass) is at least 1."""
+    if batch_size < 1:
+        raise ArgumentError("batch_size", f"{{arg}} must be at least 1, got {batch_size}")
+
+
 def load(weights: str | os.PathLike, device: str = "cpu") -> Predictor:
     """Load a maskrcnn checkpoint or a torchvision maskrcnn_resnet50_fpn state dict, ready to ``predict``."""
     return Predictor.from_file(weights, device=device)
-
-
-def overlay_name(path: Path, used: set[str]) -> str:
-    """``<stem>.png``, with ``_2``, ``_3``... when two inputs share a stem."""
-    name, n = f"{path.stem}.png", 1
-    while name in used:
-        n += 1
-        name = f"{path.stem}_{n}.png"
-    used.add(name)
-    return name
-
-
-def predict_coco_results(
-    predictor: Predictor,
-    gt_json: Path,
-    *,
-    images_dir: Path | None = None,
-    batch_size: int = 1,
-    progress: bool = True,
-) -> list[dict[str, Any]]:
-    """Run ``predictor`` over every image of a COCO json -> COCO results with that json's image ids.
-
-    Detections of categories the json does not have (e.g. torchvision's unused COCO label indices) are dropped,
-    with one note. All detections above the model's own score threshold are kept, as COCO AP expects.
-    """
-    import logging
-
-    from tqdm import tqdm
-
-    from maskrcnn.data.coco import CocoDataset, load_coco_json
-
-    dataset = CocoDataset(gt_json, images_dir)
-    known = {int(c["id"]) for c in load_coco_json(Path(gt_json))["categories"]}
-    if not known & set(predictor.category_ids):
-        raise UserError(
-            f"the model's categories {predictor.category_ids[:10]} share no id with those of {gt_json} "
-            f"({sorted(known)[:10]}): was it trained on another dataset?"
-        )
-    results: list[dict[str, Any]] = []
-    dropped = 0
-    indices = list(range(len(dataset)))
-    bar = tqdm(total=len(indices), unit="img", desc="predict", disable=not progress or len(indices) < 2)
-    for start in range(0, len(indices), batch_size):
-        chunk = indices[start : start + batch_size]
-        arrays = [read_image(dataset.image_path(i)) for i in chunk]
-        for i, prediction in zip(chunk, predictor.predict_arrays(arrays, score_threshold=0.0)):
-            for item in prediction.to_coco(image_id=dataset.image_ids[i]):
-                if item["category_id"] in known:
-                    results.append(item)
-                else:
-                    dropped += 1
-        bar.update(len(chunk))
-    bar.close()
-    if dropped:
-        logging.getLogger(__name__).warning(
-            "dropped %d detections of categories that %s does not have", dropped, gt_json
-        )
-    return results
-
-
-def predict_coco_dataset(
-    weights: Path, gt_json: Path, *, images_dir: Path | None, device: str, batch_size: int
-) -> list[dict[str, Any]]:
-    """Load ``weights`` and predict every image of the COCO json ``gt_json`` (see ``predict_coco_results``)."""
-    predictor = Predictor.from_file(weights, device=device)
-    return predict_coco_results(predictor, gt_json, images_dir=images_dir, batch_size=batch_size)

@@ -24,14 +24,11 @@ def test_convert_via_with_images_folder(tmp_path, write_image, capsys):
     via_json = tmp_path / "ann" / "via_region_data.json"
     via_json.write_text(json.dumps({"a.png1": {"filename": "a.png", "regions": regions}}))
     args = ["convert", "--format", "via", str(tmp_path / "ann"), "--output", str(tmp_path / "out")]
-    assert main(args) == 0  # a missing image is skipped and reported, not fatal
-    out = capsys.readouterr().out.splitlines()
-    assert out[0] == f"wrote {tmp_path / 'out'}: 0 images, 0 instances, 1 categories"
-    assert out[1:] == [
-        "skipped 1:",
-        f"  {via_json}: 'a.png1': image 'a.png' not found in {tmp_path / 'ann'} or {tmp_path / 'ann' / 'images'} "
-        "(1 region skipped)",
-    ]
+    assert main(args) == 2  # no image found at all: nothing to convert is an error, not an empty dataset
+    err = capsys.readouterr().err
+    assert err.startswith("error: none of the 1 images of") and err.count("\n") == 1
+    assert (f"{via_json}: 'a.png1': image 'a.png' not found in {tmp_path / 'ann'} or {tmp_path / 'ann' / 'images'} "
+            f"or {tmp_path / 'ann' / 'JPEGImages'} (1 region skipped)") in err  # fmt: skip
     assert main([*args, "--images", str(tmp_path / "pics")]) == 0
     assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'out'}: 1 images, 1 instances, 1 categories"
 

@@ -235,17 +235,26 @@ def test_degenerate_annotations_are_skipped_with_one_counted_note(tmp_path, writ
         (lambda d: d.pop("categories"), r"'categories' is missing"),
         (lambda d: d["annotations"][0].update(segmentation={"size": [5, 5], "counts": "1"}), r"RLE size \[5, 5\]"),
         (lambda d: d["annotations"][0].update(segmentation=[["a", "b"]]), r"list of numbers"),
+        (lambda d: d["annotations"][0].update(segmentation={"counts": "1"}), r"an RLE needs 'size' and 'counts'"),
+        (lambda d: d["annotations"][0].update(bbox=[1, 2, 3]), r"has bbox \[1, 2, 3\], expected \[x, y, width"),
+        (lambda d: d["images"][0].update(id="10"), r"image #0 \(id 10\) needs an integer 'id'"),
+        (lambda d: d["categories"][0].pop("name"), r"category #0 \(id 5\) needs an integer 'id' and a 'name'"),
+        (lambda d: d["images"][0].update(neg_category_ids=[4]), r"'neg_category_ids' names category ids \[4\]"),
     ],
 )
-def test_bad_json_entries_are_named(tmp_path, write_image, change, message):
+def test_bad_json_entries_are_named_alike_in_training_and_evaluation(tmp_path, write_image, change, message):
+    from maskrcnn.evaluation.coco_eval import load_ground_truth
+
     triangle = {"image_id": 10, "category_id": 5, "segmentation": [[1, 1, 9, 1, 9, 9]]}
     json_path = _dataset_dir(tmp_path, write_image, [triangle])
     data = json.loads(json_path.read_text())
     change(data)
     json_path.write_text(json.dumps(data))
-    with pytest.raises(UserError, match=message) as caught:
+    with pytest.raises(UserError, match=message) as training:
         CocoDataset(json_path)
-    assert str(json_path) in str(caught.value)
+    with pytest.raises(UserError) as evaluation:
+        load_ground_truth(json_path)
+    assert str(training.value) == str(evaluation.value) and str(json_path) in str(training.value)
 
 
 def test_unreadable_json(tmp_path):
@@ -311,3 +320,55 @@ def test_dataset_pickles_for_worker_processes(tmp_path, write_image):
     with pytest.raises(IndexError):
         dataset[2]
     assert torch.equal(dataset[-1][0], dataset[1][0])
+
+
+# ----------------------------------------------------------------------------------------------- one set of rules
+def test_training_and_evaluation_read_every_kind_of_annotation_the_same_way(tmp_path, write_image, caplog):
+    """One json with each kind of annotation: training and evaluation keep the same instances, box-only instances
+    and crowd regions, and skip the same annotations."""
+    from maskrcnn.evaluation.coco_eval import load_ground_truth
+
+    square = [[2, 2, 12, 2, 12, 12, 2, 12]]
+    annotations = [
+        {"image_id": 10, "category_id": 5, "segmentation": square, "bbox": [2, 2, 10, 10]},  # 1: a mask
+        {"image_id": 10, "category_id": 9, "segmentation": _rle(_bitmap(30, 40, 2, 10, 20, 30))},  # 2: RLE, no bbox
+        {"image_id": 10, "category_id": 9, "segmentation": square, "bbox": [14, 4, 6, 8], "isbbox": True},  # 3
+        {"image_id": 10, "category_id": 5, "segmentation": [[1, 1, 5, 5]], "bbox": [25, 15, 10, 10]},  # 4: box-only
+        {"image_id": 10, "category_id": 5, "segmentation": [[1, 1, 5, 5, 9, 9]]},  # 5: zero area, no bbox: skipped
+        {"image_id": 10, "category_id": 5, "bbox": [50, 50, 4, 4]},  # 6: no mask, box outside the image: skipped
+        {"image_id": 11, "category_id": 5, "segmentation": uncompressed_rle(_bitmap(20, 20, 0, 5, 0, 5)),
+         "iscrowd": 1},  # 7: crowd region with a mask
+        {"image_id": 11, "category_id": 9, "bbox": [10, 10, 5, 5], "iscrowd": True},  # 8: crowd region, its box
+        {"image_id": 11, "category_id": 9, "iscrowd": 1},  # 9: crowd region without mask or box: skipped
+    ]  # fmt: skip
+    json_path = _dataset_dir(tmp_path, write_image, annotations)
+    with caplog.at_level(logging.WARNING, logger="maskrcnn.data.coco"):
+        dataset = CocoDataset(json_path)
+    truth = load_ground_truth(json_path)
+
+    (_, first), (_, second) = dataset[0], dataset[1]
+    assert first["labels"].tolist() == [1, 2, 2, 1]  # annotations 1-4; cat is 5, dog is 9
+    assert first["has_mask"].tolist() == [True, True, False, False]
+    assert first["boxes"].tolist() == [[2, 2, 12, 12], [20, 2, 30, 10], [14, 4, 20, 12], [25, 15, 35, 25]]
+    assert second["labels"].tolist() == [] and second["crowd_boxes"].tolist() == [[0, 0, 5, 5], [10, 10, 15, 15]]
+    notes = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(notes) == 1 and "skipped 3 annotations without a usable mask or box" in notes[0]
+
+    assert [a["id"] for a in truth.annotations] == [1, 2, 3, 4, 7, 8]
+    assert [a["segmentation"] is not None for a in truth.annotations] == [True, True, False, False, True, False]
+    assert [a["iscrowd"] for a in truth.annotations] == [0, 0, 0, 0, 1, 1]
+    assert truth.annotations[1]["bbox"] == [20.0, 2.0, 10.0, 8.0]  # no bbox in the json: the mask's
+    assert truth.annotations[1]["area"] == 80.0 and truth.annotations[3]["area"] == 100.0  # mask's, box's
+    assert truth.notes == [f"ground truth: {notes[0].removeprefix(f'{json_path}: ')}"]
+
+
+def test_annotation_ids_are_made_unique(tmp_path, write_image):
+    from maskrcnn.evaluation.coco_eval import load_ground_truth
+
+    square = [[2, 2, 12, 2, 12, 12, 2, 12]]
+    annotations = [{"image_id": 10, "category_id": 5, "segmentation": square, "id": i} for i in (4, 4, "a", 2)]
+    annotations.append({"image_id": 10, "category_id": 5, "segmentation": square})
+    json_path = _dataset_dir(tmp_path, write_image, annotations)
+    data = json.loads(json_path.read_text())
+    data["annotations"][-1].pop("id")
+    assert [a["id"] for a in load_ground_truth(data).annotations] == [4, 5, 6, 2, 7]

@@ -151,7 +151,8 @@ def test_every_skip_rule_is_reported_with_file_key_and_region(tmp_path, write_im
         f"{where}: 'a.png123' region 3: shape 'point' is not a region "
         "(need polygon, polyline, rect, circle or ellipse)",
         f"{where}: 'a.png123' region 5: circle lacks r",
-        f"{where}: 'gone.png123': image 'gone.png' not found in {folder} or {folder / 'images'} (1 region skipped)",
+        f"{where}: 'gone.png123': image 'gone.png' not found in {folder} or {folder / 'images'} or "
+        f"{folder / 'JPEGImages'} (1 region skipped)",
     ]
     data = json.loads((tmp_path / "out" / "annotations.json").read_text())
     assert [im["file_name"] for im in data["images"]] == ["images/a.png", "images/empty.png"]  # empty image kept

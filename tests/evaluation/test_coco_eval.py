@@ -125,7 +125,8 @@ def test_segm_needs_segmentation(dataset):
 def test_mask_of_wrong_size_is_named(dataset):
     gt, results = dataset
     results[2]["segmentation"] = {"size": [10, 10], "counts": results[2]["segmentation"]["counts"]}
-    with pytest.raises(UserError, match=r"result 2 has a mask of size \[10, 10\]"):
+    message = r"result 2 \(image 1\): RLE size \[10, 10\] differs from the image size \[240, 320\]"
+    with pytest.raises(UserError, match=message):
         evaluate_coco(gt, results)
 
 

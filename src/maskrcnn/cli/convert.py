@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "{split}-masks-{0-f}.zip shards, <ImageID>.jpg)",
     )
     p.add_argument("--output", required=True, type=Path, help="output folder")
-    p.add_argument("--images", type=Path, help="folder holding the images, when not found beside the annotations")
+    p.add_argument("--images", type=Path, dest="images_dir",
+                   help="folder holding the images, when not found beside the annotations")
     p.add_argument("--names", type=Path, help="yolo-seg: class names, one per line, or a YOLO data.yaml (default: data.yaml or "
                    "dataset.yaml in the dataset folder, classes.txt beside the labels, else the 80 COCO names)")
     p.add_argument(
@@ -42,11 +43,11 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "via":
         from maskrcnn.data.convert.via import convert_via
 
-        report = convert_via(args.input, args.output, images_dir=args.images)
+        report = convert_via(args.input, args.output, images_dir=args.images_dir)
     elif args.format == "yolo-seg":
         from maskrcnn.data.convert.yolo_seg import convert_yolo_seg
 
-        report = convert_yolo_seg(args.input, args.output, images_dir=args.images, names_file=args.names)
+        report = convert_yolo_seg(args.input, args.output, images_dir=args.images_dir, names_file=args.names)
     else:
         from maskrcnn.data.openimages.local import convert_openimages
 

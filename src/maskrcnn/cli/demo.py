@@ -23,19 +23,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     from maskrcnn.demo import run_demo
+    from maskrcnn.engine.train import TrainingInterrupted
     from maskrcnn.errors import UserError
 
     for name in ("iterations", "train_images", "val_images"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    run_demo(
-        args.output,
-        device=args.device,
-        train_images=args.train_images,
-        val_images=args.val_images,
-        iterations=args.iterations,
-        seed=args.seed,
-    )
+    try:
+        run_demo(
+            args.output,
+            device=args.device,
+            train_images=args.train_images,
+            val_images=args.val_images,
+            iterations=args.iterations,
+            seed=args.seed,
+        )
+    except TrainingInterrupted as e:
+        print(f"interrupted: {e} (run the demo again to continue)", file=sys.stderr)
+        return 128 + e.signum
     return 0

@@ -1,8 +1,9 @@
 """``maskrcnn evaluate``: COCO box and mask AP of a model, or of a results file, against a COCO json; with a report.
 
 Writes into OUTPUT: metrics.json (``{"bbox": {"AP", "AP50", "AP75", "APs", "APm", "APl"}, "segm": {...}}`` in
-percent, null where there is nothing to score), predictions.json (with --weights: the model's COCO results), and
-unless --no-report the pictures and index.html of ``maskrcnn.evaluation.report``.
+percent, null where there is nothing to score; with ``--metric openimages`` also ``"openimages": {"mAP", "per_class"}``),
+predictions.json (with --weights: the model's COCO results), and unless --no-report the pictures and index.html of
+``maskrcnn.evaluation.report``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import argparse
 from pathlib import Path
 
 from maskrcnn.errors import UserError
+
+METRICS = ("coco", "openimages")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,11 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--images",
         type=Path,
+        dest="images_dir",
         metavar="DIR",
-        help="folder of the json's images (default: beside the json, or its images/ folder)",
+        help="folder of the json's images (default: beside the json, or its images/ or JPEGImages/ folder)",
     )
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--weights", type=Path, help="checkpoint to run on the json's images")
+    source.add_argument("--weights", help="model to run on the json's images: a checkpoint file or a name from "
+                        "`maskrcnn weights list` (downloaded once)")
     source.add_argument(
         "--predictions",
         type=Path,
@@ -37,12 +42,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="COCO results file to score (as written by `maskrcnn predict`); no model is run",
     )
     p.add_argument("--output", required=True, type=Path, metavar="DIR", help="folder for metrics.json and the report")
-    p.add_argument("--device", help="with --weights: cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument("--device", default="cpu", help="with --weights: cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--batch-size", type=int, default=2, help="with --weights: images per forward pass (default 2)")
     p.add_argument(
         "--iou-types",
         default="bbox,segm",
         help="what to score, comma-separated: bbox, segm (default bbox,segm; bbox alone for box-only results)",
+    )
+    p.add_argument(
+        "--metric",
+        default="coco",
+        help="coco (default), openimages (the Open Images Challenge 2019 instance-segmentation metric: mAP at mask "
+        "IoU 0.5 with group-of regions, box-only instances, verified labels and the class hierarchy), or both: "
+        "coco,openimages",
+    )
+    p.add_argument(
+        "--hierarchy",
+        type=Path,
+        metavar="FILE",
+        help="openimages: the class hierarchy json (default: .openimages/2018_04/bbox_labels_600_hierarchy.json "
+        "beside GT.json, as `maskrcnn openimages download` leaves it, when present)",
     )
     p.add_argument("--no-report", action="store_true", help="write metrics.json only, no pictures")
     p.add_argument(
@@ -65,42 +84,52 @@ def _iou_types(text: str) -> tuple[str, ...]:
     return chosen
 
 
-def _prepare_output(path: Path) -> None:
-    if path.exists() and not path.is_dir():
-        raise UserError(f"--output {path} exists and is not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create the output folder {path}: {e.strerror or e}") from None
+def _metrics(text: str) -> set[str]:
+    chosen = {m.strip() for m in text.split(",")} - {""}
+    if not chosen or not chosen <= set(METRICS):
+        raise UserError(f"--metric {text!r}: choose from {', '.join(METRICS)} (comma-separated for several)")
+    return chosen
+
+
+def _hierarchy(args: argparse.Namespace) -> Path | None:
+    """The hierarchy file for the Open Images metric: --hierarchy, else the one a download left beside the json."""
+    if args.hierarchy is not None:
+        if not args.hierarchy.is_file():
+            raise UserError(f"--hierarchy file not found: {args.hierarchy}")
+        return args.hierarchy
+    from maskrcnn.data.openimages.layout import HIERARCHY, cache_root
+
+    beside = cache_root(args.data.parent) / HIERARCHY
+    return beside if beside.is_file() else None
 
 
 def _predict(args: argparse.Namespace) -> list[dict]:
     """Run the checkpoint on the ground truth's images -> COCO results with the json's image and category ids."""
-    import torch
+    from maskrcnn.evaluation.inference import predict_coco_dataset
+    from maskrcnn.zoo import resolve_weights
 
-    from maskrcnn.predict import predict_coco_dataset
-
-    if not args.weights.is_file():
-        raise UserError(f"weights not found: {args.weights}")
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    weights = resolve_weights(args.weights, purpose="predict")
+    if not weights.is_file():
+        raise UserError(f"weights not found: {weights}")
     return predict_coco_dataset(
-        args.weights, args.data, images_dir=args.images, device=device, batch_size=args.batch_size
+        weights, args.data, images_dir=args.images_dir, device=args.device, batch_size=args.batch_size
     )
 
 
 def run(args: argparse.Namespace) -> int:
+    from maskrcnn.data.images import checked_images_dir
     from maskrcnn.evaluation.coco_eval import evaluate_coco, format_summary, load_ground_truth, load_results
-    from maskrcnn.io import atomic_write_json
+    from maskrcnn.io import atomic_write_json, output_folder
 
     iou_types = _iou_types(args.iou_types)
-    if args.images is not None and not args.images.is_dir():
-        raise UserError(f"--images folder not found: {args.images}")
+    metrics_wanted = _metrics(args.metric)
+    hierarchy = _hierarchy(args) if "openimages" in metrics_wanted else None
+    if args.images_dir is not None:
+        checked_images_dir(args.images_dir)
     if args.max_images < 0:
         raise UserError(f"--max-images must be 0 or more, got {args.max_images}")
     gt = load_ground_truth(args.data)  # checked before any model runs
-    _prepare_output(args.output)
+    output_folder(args.output)
 
     if args.predictions is not None:
         results = load_results(args.predictions)
@@ -112,10 +141,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"predictions: {predictions_path} ({len(results)} results)")
         source = str(predictions_path)
 
-    result = evaluate_coco(gt, results, iou_types=iou_types, source=source)
-    print(format_summary(result))
+    result, openimages, metrics = None, None, {}
+    if "coco" in metrics_wanted:
+        result = evaluate_coco(gt, results, iou_types=iou_types, source=source)
+        print(format_summary(result))
+        metrics.update(result.metrics)
+    if "openimages" in metrics_wanted:
+        from maskrcnn.evaluation.openimages_eval import evaluate_openimages, format_openimages_summary
+
+        openimages = evaluate_openimages(gt, results, hierarchy=hierarchy, source=source)
+        print(format_openimages_summary(openimages))
+        metrics["openimages"] = openimages.to_json()
     metrics_path = args.output / "metrics.json"
-    atomic_write_json(metrics_path, result.metrics, indent=2)
+    atomic_write_json(metrics_path, metrics, indent=2)
     print(f"metrics: {metrics_path}")
     if not args.no_report:
         from maskrcnn.evaluation.report import write_report
@@ -125,9 +163,10 @@ def run(args: argparse.Namespace) -> int:
             gt=gt,
             results=results,
             eval_result=result,
-            images_dir=args.images,
+            images_dir=args.images_dir,
             max_images=args.max_images,
             score_threshold=args.score_threshold,
+            openimages=openimages,
         )
         print(f"report: {index}")
     return 0

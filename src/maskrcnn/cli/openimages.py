@@ -22,12 +22,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     commands = p.add_subparsers(dest="openimages_command", metavar="COMMAND", required=True)
     d = commands.add_parser(
         "download",
-        help="fetch N images of some classes with their masks into a COCO dataset",
-        description="Fetch images of the given classes and their instance masks into DIR/annotations.json "
-        "(COCO, RLE masks) and DIR/images/. Only the needed bytes are fetched: masks are read out of the remote "
-        "shard zips with HTTP Range requests. Annotation files are cached in DIR/.openimages; running the same "
-        "command again resumes and fetches nothing that is already there. Exit status 1 means some files failed "
-        "after retries (the dataset is partial: run again).",
+        help="fetch N images of some classes with their boxes, masks and verified labels into a COCO dataset",
+        description="Fetch images of the given classes with every box of those classes (with its mask when it has "
+        "one; group-of boxes as crowd regions) and their verified labels into DIR/annotations.json (COCO, RLE "
+        "masks) and DIR/images/. Only the needed bytes are fetched: masks are read out of the remote shard zips "
+        "with HTTP Range requests, the box CSV is streamed and cut down to the chosen images. Annotation files "
+        "are cached in DIR/.openimages; running the same command again resumes and fetches nothing that is already "
+        "there. Exit status 1 means some files failed after retries (the dataset is partial: run again).",
         epilog='example: maskrcnn openimages download --classes "Cat,Traffic light" --split validation '
         "--max-images-per-class 50 --output oi-cats",
     )
@@ -37,6 +38,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--split", required=True, choices=SPLITS, help="Open Images split")
     d.add_argument("--max-images-per-class", type=int, metavar="N", help="images chosen per class (default: all)")
     d.add_argument("--seed", type=int, default=0, help="which images are chosen, deterministically (default 0)")
+    d.add_argument(
+        "--negatives",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also N images verified to contain none of the classes, chosen the same seeded way (default 0)",
+    )
     d.add_argument("--workers", type=int, default=16, help="parallel downloads (default 16)")
     d.add_argument("--output", required=True, type=Path, metavar="DIR", help="output folder (also the cache)")
     d.add_argument(
@@ -63,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         output_dir=args.output,
         max_images_per_class=args.max_images_per_class,
         seed=args.seed,
+        negatives=args.negatives,
         workers=args.workers,
         annotations_url=args.annotations_url,
         images_url=args.images_url,

@@ -7,16 +7,23 @@ resumed run sees exactly the batches an uninterrupted one would.
 
 Aspect-ratio grouping puts landscape and portrait images in separate batches, so that padding a batch to its
 largest image wastes little. Images without instances are kept: they teach the model what background looks like.
+
+An image that fails to decode (a ``UserError`` from the dataset) does not stop training: its batch comes without it,
+and with the message naming it, for the trainer to report. The same image fails the same way in a resumed run, so
+resuming stays exact.
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from maskrcnn.errors import UserError
 
 Sample = tuple[int, int]  # (dataset index, augmentation seed)
 
@@ -81,9 +88,28 @@ class GroupedBatchSampler(Sampler[list[Sample]]):
         return 2**62
 
 
-def collate(batch: list[tuple[Tensor, dict]]) -> tuple[list[Tensor], list[dict]]:
-    """N x (image, target) -> (N images, N targets): images differ in size, the model pads them."""
-    return [image for image, _ in batch], [target for _, target in batch]
+class SkipUnreadable(Dataset):
+    """``dataset`` whose items that raise ``UserError`` (an image that cannot be decoded) come back as that error's
+    message instead, for ``collate`` to leave out of the batch."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __getitem__(self, key: Sample) -> tuple[Tensor, dict] | str:
+        try:
+            return self.dataset[key]
+        except UserError as e:
+            return str(e)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
+def collate(batch: list[tuple[Tensor, dict] | str]) -> tuple[list[Tensor], list[dict], list[str]]:
+    """N x (image, target) or message -> (images, targets, messages): images differ in size, the model pads them;
+    the messages name the images left out."""
+    samples = [item for item in batch if not isinstance(item, str)]
+    return [image for image, _ in samples], [target for _, target in samples], [m for m in batch if isinstance(m, str)]
 
 
 def build_train_loader(
@@ -97,13 +123,13 @@ def build_train_loader(
     rank: int = 0,
     world_size: int = 1,
 ) -> DataLoader:
-    """An endless DataLoader of (images, targets) batches; iteration ``k`` of it is training iteration
-    ``start_iter + k``."""
+    """An endless DataLoader of (images, targets, unreadable) batches (see ``collate``); iteration ``k`` of it is
+    training iteration ``start_iter + k``."""
     sampler = GroupedBatchSampler(
         aspect_ratios, batch_size=batch_size, seed=seed, rank=rank, world_size=world_size, start_iter=start_iter
     )
     return DataLoader(
-        dataset,
+        SkipUnreadable(dataset),
         batch_sampler=sampler,
         num_workers=num_workers,
         collate_fn=collate,
@@ -119,3 +145,9 @@ def build_train_loader(
 def _worker_init(_: int) -> None:
     # Workers decode and resize images; one thread each keeps them from fighting the main process for cores.
     torch.set_num_threads(1)
+    # Ctrl-C reaches every process of the terminal's group, and schedulers (Slurm, torchrun, systemd) send SIGTERM to
+    # the whole group: the main process decides when to stop (after the current iteration) and then shuts the
+    # workers down; a worker that died of the signal would fail the batch in hand. A worker whose main process is
+    # gone (SIGKILL) exits by itself within seconds (DataLoader's watchdog).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)

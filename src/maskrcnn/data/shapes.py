@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from maskrcnn.errors import UserError
-from maskrcnn.io import atomic_write_bytes, atomic_write_json
+from maskrcnn.errors import check_at_least
+from maskrcnn.io import atomic_write_bytes, atomic_write_json, output_folder
 from maskrcnn.structures.masks import bitmap_to_box, bitmap_to_rle
 
 CATEGORIES: tuple[tuple[int, str], ...] = ((1, "square"), (2, "circle"), (3, "triangle"))
@@ -114,17 +114,11 @@ def generate_shapes(
     ``output_dir/images/{i:06d}.png`` (``image_size`` square, RGB) and ``output_dir/annotations.json`` (COCO
     instances; categories 1 square, 2 circle, 3 triangle). Existing files of the same names are replaced.
     """
-    if num_images < 1:
-        raise UserError(f"--num-images must be at least 1, got {num_images}")
-    if image_size < 32:
-        raise UserError(f"--image-size must be at least 32 pixels, got {image_size}")
-    if max_instances < 1:
-        raise UserError(f"--max-instances must be at least 1, got {max_instances}")
-    if seed < 0:
-        raise UserError(f"--seed must be non-negative, got {seed}")
-    output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise UserError(f"output is not a folder: {output_dir}")
+    check_at_least("num_images", num_images, 1)
+    check_at_least("image_size", image_size, 32, unit=" pixels")
+    check_at_least("max_instances", max_instances, 1)
+    check_at_least("seed", seed, 0)
+    output_dir = output_folder(output_dir)
     images, annotations = [], []
     for i in range(num_images):
         rng = np.random.default_rng([seed, i])

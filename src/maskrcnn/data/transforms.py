@@ -43,7 +43,7 @@ from maskrcnn.structures.resize import RULES as RESIZE_RULES
 from maskrcnn.structures.resize import resize_image, resized_shape
 
 # Per-instance arrays (ndarray[G, ...]) that ``finish_target`` keeps in step with the masks.
-INSTANCE_KEYS = ("labels",)
+INSTANCE_KEYS = ("labels", "has_mask")
 
 Transform = Callable[[np.ndarray, dict, np.random.Generator], tuple[np.ndarray, dict]]
 
@@ -52,7 +52,8 @@ class LazyMasks:
     """G instance masks as COCO geometry plus a pending output size and horizontal flip.
 
     ``segmentations[g]`` is either a list of polygons, each ndarray[2P] float64 ``[x1, y1, x2, y2, ...]`` in pixels
-    of the source image (H0, W0), P >= 3; or a compressed RLE ``{"size": [H0, W0], "counts": bytes}``.
+    of the source image (H0, W0), P >= 3; or a compressed RLE ``{"size": [H0, W0], "counts": bytes}``; or None for
+    an instance without a mask (a box-only instance), drawn as an empty mask.
     """
 
     def __init__(
@@ -92,7 +93,9 @@ class LazyMasks:
         polygon_rles, polygon_slots = [], []
         xy_scale = np.array([width / w0, height / h0])
         for g, segmentation in enumerate(self.segmentations):
-            if isinstance(segmentation, dict):
+            if segmentation is None:
+                masks[g] = False
+            elif isinstance(segmentation, dict):
                 masks[g] = _sample_rle(segmentation, height, width)
             else:
                 scaled = [(p.reshape(-1, 2) * xy_scale).ravel() for p in segmentation]  # (P, 2) scaled back to (2P,)
@@ -234,9 +237,13 @@ def finish_target(image: np.ndarray, target: dict) -> dict:
     """Draw the lazy masks of ``target`` at the image's size and derive boxes from them.
 
     Returns a new dict with ``"masks"``: ndarray[G, H, W] uint8 (0/1), ``"boxes"``: ndarray[G, 4] float32 xyxy, and
-    the per-instance arrays named in ``INSTANCE_KEYS`` (``"labels"``) kept in step; instances whose mask is empty after
-    the transforms (e.g. resized below one pixel) are dropped. Crowd boxes are clipped to the image and dropped
-    when they have no area left.
+    the per-instance arrays named in ``INSTANCE_KEYS`` (``"labels"``, ``"has_mask"``) kept in step; instances whose
+    mask is empty after the transforms (e.g. resized below one pixel) are dropped. Crowd boxes are clipped to the
+    image and dropped when they have no area left.
+
+    Box-only instances: where ``target["has_mask"]`` (ndarray[G] bool) is False, the instance's box is its entry of
+    ``target["boxes"]`` (transformed along with the image) clipped to the image, its mask is all zeros, and it is
+    dropped only when its box has no area left.
     """
     height, width = image.shape[:2]
     lazy: LazyMasks = target["masks"]
@@ -244,6 +251,9 @@ def finish_target(image: np.ndarray, target: dict) -> dict:
         raise ValueError(f"masks are to be drawn at {lazy.size} but the image is {(height, width)}")
     masks = lazy.rasterize()
     boxes = masks_to_boxes(masks)
+    if "has_mask" in target:
+        box_only = ~target["has_mask"]
+        boxes[box_only] = _clip_boxes(target["boxes"][box_only], height=height, width=width)
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     out = dict(target)
     for key in INSTANCE_KEYS:
@@ -252,8 +262,14 @@ def finish_target(image: np.ndarray, target: dict) -> dict:
     out["masks"] = masks[keep].view(np.uint8)
     out["boxes"] = boxes[keep]
     if "crowd_boxes" in target:
-        crowd = target["crowd_boxes"].astype(np.float32, copy=True)
-        crowd[:, 0::2] = crowd[:, 0::2].clip(0, width)
-        crowd[:, 1::2] = crowd[:, 1::2].clip(0, height)
+        crowd = _clip_boxes(target["crowd_boxes"], height=height, width=width)
         out["crowd_boxes"] = crowd[(crowd[:, 2] > crowd[:, 0]) & (crowd[:, 3] > crowd[:, 1])]
     return out
+
+
+def _clip_boxes(boxes: np.ndarray, *, height: int, width: int) -> np.ndarray:
+    """ndarray[N, 4] xyxy -> a float32 copy clipped to a height x width image."""
+    clipped = boxes.astype(np.float32, copy=True)
+    clipped[:, 0::2] = clipped[:, 0::2].clip(0, width)
+    clipped[:, 1::2] = clipped[:, 1::2].clip(0, height)
+    return clipped

@@ -52,6 +52,15 @@ def all_reduce_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return values / info.world_size
 
 
+def any_process(flags: list[bool], info: DistInfo, device: torch.device) -> list[bool]:
+    """For each flag, whether it is set in any process (the flags themselves with one process)."""
+    if not info.enabled:
+        return flags
+    values = torch.tensor(flags, dtype=torch.float32, device=device)
+    dist.all_reduce(values)
+    return [bool(v > 0) for v in values.tolist()]
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

@@ -11,6 +11,18 @@ RUN_DIR holds what a run writes (rank 0 only):
 Resuming restores model, optimizer, RNG and iteration; the data stream is a pure function of (seed, iteration)
 (see data/loader.py), so a run killed at any moment and resumed ends with the same weights as one never stopped
 (on the CPU, where kernels are deterministic).
+
+Faults, and what the loop does about them (docs/reliability.md lists them with their tests):
+- RUN_DIR already holds a run and neither ``resume`` nor ``overwrite`` is set: ``RunExists``, before anything is
+  written; ``overwrite`` deletes the old run's files (``RUN_FILES``) first.
+- SIGINT / SIGTERM: the iteration in hand finishes, ``last.pt`` is written and ``TrainingInterrupted`` raised.
+- An image that cannot be opened, or whose size differs from the json's: found up front (headers only), all of
+  them reported at once, before training starts. One that still fails to decode mid-run is left out of its batch,
+  named in a warning and counted in metrics.jsonl (``skipped_images``); a batch left empty skips its step.
+- An evaluation that fails: ``last.pt`` was written before it started; the failure is printed and recorded in
+  metrics.jsonl (``eval_error``) and training goes on. Evaluation leaves the RNG as it found it, so a resumed run
+  stays exact whether or not evaluations ran.
+- A non-finite loss: ``NonFiniteLoss``, keeping the last good checkpoint.
 """
 
 from __future__ import annotations
@@ -18,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -39,14 +52,17 @@ from maskrcnn.data.coco import CocoDataset
 from maskrcnn.data.loader import build_train_loader
 from maskrcnn.data.transforms import Compose, RandomHorizontalFlip, ResizeShortestEdge
 from maskrcnn.engine import distributed
+from maskrcnn.engine.interrupt import StopSignals, signal_name
 from maskrcnn.engine.schedule import lr_factor
-from maskrcnn.errors import UserError
+from maskrcnn.errors import ArgumentError, UserError
 from maskrcnn.io import atomic_open
 from maskrcnn.model.build import build_model
 from maskrcnn.model.mask_rcnn import MaskRCNN
-from maskrcnn.predict import Predictor, predict_coco_results, resolve_device
+from maskrcnn.predict import Predictor, resolve_device
 
 log = logging.getLogger(__name__)
+
+RUN_FILES = ("last.pt", "best.pt", "config.yaml", "metrics.jsonl", "loss_curve.png")  # what a run writes
 
 
 @dataclass(frozen=True)
@@ -59,19 +75,35 @@ class TrainJob:
     val_images_dir: Path | None = None
     init_weights: Path | None = None  # our checkpoint, a torchvision Mask R-CNN, or an ImageNet ResNet file
     resume: bool = False
+    overwrite: bool = False  # replace a run already in output_dir (its RUN_FILES are deleted)
     device: str = "cpu"
     progress: bool = True
+    # config keys the user chose (``config.given_keys``): the data may not silently change them
+    given_keys: frozenset[str] = frozenset()
 
 
 def train(job: TrainJob) -> dict[str, Any]:
-    """Run a training job; returns {"iteration", "run_dir", "eval" (last validation metrics or None), "is_main"
-    (False in the processes other than rank 0, which should stay quiet)}."""
+    """Run a training job; returns {"iteration", "run_dir", "eval" (last validation metrics or None), "eval_error"
+    (why the last evaluation failed, or None), "skipped_images" (how many times an image failed to decode and was
+    left out), "is_main" (False in the processes other than rank 0, which should stay quiet)}.
+
+    Raises ``UserError`` for bad input (``RunExists`` for an output folder holding a run), ``TrainingInterrupted``
+    after SIGINT / SIGTERM (with ``last.pt`` written), ``NonFiniteLoss``."""
     device = resolve_device(job.device)
     dist = distributed.init_from_env(device.type)
     try:
         return _Trainer(job, device, dist).run()
     finally:
         distributed.shutdown(dist)
+
+
+def resume_checkpoint(output_dir: Path) -> Path:
+    """``output_dir/last.pt``, the checkpoint a resumed run continues; ``ArgumentError`` (``resume``) when there is
+    none."""
+    path = Path(output_dir) / "last.pt"
+    if not path.is_file():
+        raise ArgumentError("resume", f"{{arg}}: there is no checkpoint to resume from at {path}")
+    return path
 
 
 def train_transform(config: Config) -> Compose:
@@ -85,6 +117,22 @@ class NonFiniteLoss(UserError):
     pass
 
 
+class RunExists(UserError):
+    """The output folder holds another run's files (``found``), and the job neither resumes nor overwrites it."""
+
+    def __init__(self, run_dir: Path, found: list[str]):
+        super().__init__(f"{run_dir} already holds a training run ({', '.join(found)})")
+        self.run_dir, self.found = run_dir, found
+
+
+class TrainingInterrupted(Exception):
+    """A signal stopped the run; ``checkpoint`` holds its first ``iteration`` iterations."""
+
+    def __init__(self, *, signum: int, iteration: int, checkpoint: Path):
+        super().__init__(f"stopped by {signal_name(signum)} after iteration {iteration}; saved {checkpoint}")
+        self.signum, self.iteration, self.checkpoint = signum, iteration, checkpoint
+
+
 class _Trainer:
     def __init__(self, job: TrainJob, device: torch.device, dist: distributed.DistInfo):
         if dist.enabled and device.type == "cuda":
@@ -93,11 +141,10 @@ class _Trainer:
         self.out = job.output_dir
         self.last_path, self.best_path = self.out / "last.pt", self.out / "best.pt"
         self.metrics_path = self.out / "metrics.jsonl"
+        self._check_run_dir(job)
         resumed = None
         if job.resume:
-            if not self.last_path.is_file():
-                raise UserError(f"--resume: there is no checkpoint to resume from at {self.last_path}")
-            resumed = load_checkpoint(self.last_path)
+            resumed = load_checkpoint(resume_checkpoint(self.out))
         start = read_starting_weights(job.init_weights) if resumed is None and job.init_weights else None
 
         solver = job.config.solver
@@ -108,14 +155,19 @@ class _Trainer:
         self.class_names, self.category_ids = self.train_set.class_names, self.train_set.category_ids
         if not self.class_names:
             raise UserError(f"{job.train_json} has no annotated categories to learn")
-        self.val_set = None
+        self.val_set, self.val_truth = None, None
         if job.val_json is not None:  # fail on a bad validation set now, not after hours of training
-            self.val_set = CocoDataset(job.val_json, job.val_images_dir, category_ids=self.category_ids)
+            from maskrcnn.evaluation.coco_eval import load_ground_truth
+
+            try:
+                self.val_set = CocoDataset(job.val_json, job.val_images_dir, category_ids=self.category_ids)
+            except ArgumentError as e:  # the validation set's arguments are named val_*
+                raise ArgumentError(f"val_{e.argument}", e.message) from None
+            self.val_truth = load_ground_truth(job.val_json)
+        self._check_images()
         self.config = self._effective_config(job, resumed, start[0] if start else None)
 
-        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}.get(solver.amp, "bad")
-        if self.amp_dtype == "bad":
-            raise UserError(f"solver.amp must be none, bf16 or fp16, got {solver.amp!r}")
+        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[solver.amp]
         if self.amp_dtype is not None and device.type != "cuda":
             self._print(f"note: solver.amp={solver.amp} needs CUDA; training in float32 on {device}")
             self.amp_dtype = None
@@ -126,8 +178,10 @@ class _Trainer:
             _param_groups(self.model, solver.weight_decay), lr=solver.base_lr, momentum=solver.momentum
         )
         self.start_iter = 0
-        self._saved_iteration = 0  # iteration of the checkpoint on disk
+        self._saved_iteration = -1  # iteration of the checkpoint on disk (-1: none written by this run)
         self.best: dict[str, Any] = {}
+        self.eval_error: str | None = None  # why the latest evaluation failed
+        self.skipped_images = 0  # images left out of their batch because they failed to decode
         if resumed is not None:
             self._restore(resumed)
         elif start is not None:
@@ -142,20 +196,58 @@ class _Trainer:
             )
         self.base_lr = solver.base_lr * (solver.batch_size * dist.world_size / 16 if solver.lr_scaling else 1.0)
 
+    def _check_run_dir(self, job: TrainJob) -> None:
+        if self.out.exists() and not self.out.is_dir():
+            raise UserError(f"output is not a folder: {self.out}")
+        if job.resume and job.overwrite:
+            raise UserError("a run is either resumed or overwritten, not both")
+        found = [name for name in RUN_FILES if (self.out / name).exists()]
+        if found and not job.resume and not job.overwrite:
+            raise RunExists(self.out, found)
+
+    def _check_images(self) -> None:
+        """Every image of the training and validation sets, by its header: all the bad ones in one report."""
+        progress = self.job.progress and self.dist.is_main and sys.stderr.isatty()
+        bad = self.train_set.unreadable_images(progress=progress)
+        total = len(self.train_set)
+        if self.val_set is not None:
+            bad += self.val_set.unreadable_images(progress=progress)
+            total += len(self.val_set)
+        if bad:
+            for line in bad:
+                self._print(f"bad image: {line}")
+            sets = f"{self.job.train_json}" + (f" and {self.job.val_json}" if self.val_set is not None else "")
+            raise UserError(
+                f"{len(bad)} of the {total} images of {sets} cannot be used (listed above; first: {bad[0]}); "
+                "fix or remove them, then start again"
+            )
+
     def _effective_config(self, job: TrainJob, resumed: Any, start_kind: str | None) -> Config:
         """The config this run really uses: the data's class count, and the backbone the starting point needs."""
-        config = replace_model(job.config, num_classes=len(self.class_names))
+        num_classes = len(self.class_names)
+        if job.config.model.num_classes != num_classes:
+            chosen = f"model.num_classes={job.config.model.num_classes}"
+            data = f"{job.train_json} has {num_classes} classes ({', '.join(self.class_names[:5])}" + (
+                ", ...)" if num_classes > 5 else ")"
+            )
+            if "model.num_classes" in job.given_keys:
+                raise UserError(f"{chosen}, but {data}; leave model.num_classes out to train on the data's classes")
+            self._print(f"note: {chosen} of the config is replaced by {num_classes}: {data}")
+        config = replace_model(job.config, num_classes=num_classes)
         if resumed is not None:
             # The architecture must be the saved one; the solver may change (e.g. a longer schedule).
             # (a change of classes is reported by _restore, naming them)
             if replace_model(config, num_classes=resumed.config.model.num_classes).model != resumed.config.model:
-                raise UserError(
-                    f"cannot resume {self.last_path} with a different model config; leave out --config to "
-                    "continue with the saved one"
+                raise ArgumentError(
+                    "config", f"cannot resume {self.last_path} with a different model config ({{arg}}): its model "
+                    "settings must be the saved ones"
                 )
             return config
         backbone = config.model.backbone
         if start_kind == "torchvision":  # its frozen BatchNorm statistics were trained with eps 0
+            if backbone.frozen_bn_eps != 0.0:
+                self._print(f"note: model.backbone.frozen_bn_eps={backbone.frozen_bn_eps} is replaced by 0, the value "
+                            "torchvision's weights were trained with")
             return replace_backbone(config, frozen_bn_eps=0.0)
         if start_kind is None and (backbone.norm == "frozen_bn" or backbone.freeze_at > 0):
             # From scratch, frozen statistics would be the identity and frozen stages random: train them all.
@@ -167,11 +259,12 @@ class _Trainer:
     # ---- the loop ---------------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        from tqdm import tqdm
-
         solver = self.config.solver
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
+            if self.job.overwrite:
+                for name in RUN_FILES:
+                    (self.out / name).unlink(missing_ok=True)
             for stale in self.out.glob(".*.tmp"):  # temp files of a write that was killed
                 stale.unlink(missing_ok=True)
             with atomic_open(self.out / "config.yaml", "w") as f:
@@ -180,7 +273,18 @@ class _Trainer:
         if self.start_iter >= solver.max_iter:
             self._print(f"already trained to iteration {self.start_iter} (solver.max_iter = {solver.max_iter})")
             return self._summary(self.start_iter, self.best.get("metrics"))
+        with StopSignals() as stop:
+            last_eval = self._loop(stop)
+        if self.dist.is_main:
+            self._plot_losses()
+        distributed.barrier(self.dist)
+        return self._summary(solver.max_iter, last_eval)
 
+    def _loop(self, stop: StopSignals) -> dict[str, Any] | None:
+        """Iterations ``start_iter`` .. ``max_iter``, with logging, checkpoints and evaluations -> the last metrics."""
+        from tqdm import tqdm
+
+        solver = self.config.solver
         loader = build_train_loader(
             self.train_set,
             aspect_ratios=self.train_set.aspect_ratios(),
@@ -203,43 +307,72 @@ class _Trainer:
         self.model.train()
         data_iter = iter(loader)
         last_eval = self.best.get("metrics")
-        window: list[dict[str, float]] = []
+        window: list[dict[str, float]] = []  # the losses of the steps since the last log record
+        skipped = 0  # images left out since the last log record
         tic = time.perf_counter()
         data_time = 0.0
-        for iteration in range(self.start_iter, solver.max_iter):
-            t0 = time.perf_counter()
-            images, targets = next(data_iter)
-            data_time += time.perf_counter() - t0
-            loss_values = self._step(iteration, images, targets)
-            window.append(loss_values)
-            done = iteration + 1
+        logged = self.start_iter
+        try:
+            for iteration in range(self.start_iter, solver.max_iter):
+                t0 = time.perf_counter()
+                try:
+                    images, targets, unreadable = next(data_iter)
+                except Exception:
+                    if stop.signum is None:
+                        raise
+                    images, targets, unreadable = [], [], []  # the signal reached the loader's workers as well
+                data_time += time.perf_counter() - t0
+                halt, empty = distributed.any_process([stop.signum is not None, not images], self.dist, self.device)
+                if halt:  # every process stops before the same iteration, with the state of the ones before
+                    self._stop(iteration, stop.signum or signal.SIGTERM)
+                for message in unreadable:  # each process names its own
+                    print(f"warning: iteration {iteration + 1}: skipped an image: {message}", file=sys.stderr, flush=True)
+                skipped += len(unreadable)
+                self.skipped_images += len(unreadable)
+                if not empty:  # a batch that lost all its images (in any process) skips its step
+                    window.append(self._step(iteration, images, targets))
+                done = iteration + 1
 
-            if done % solver.log_period == 0 or done == solver.max_iter:
-                elapsed = time.perf_counter() - tic
-                record = self._log(done, window, elapsed / len(window), data_time / len(window))
-                bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2g}")
-                if not tty and self.job.progress and self.dist.is_main:
-                    eta = (solver.max_iter - done) * elapsed / len(window)
-                    self._print(f"iter {done}/{solver.max_iter}  loss {record['loss']:.4f}  lr {record['lr']:.3g}  "
-                                f"{elapsed / len(window):.2f} s/it  eta {_duration(eta)}")
-                window, data_time, tic = [], 0.0, time.perf_counter()
-            bar.update(1)
+                if done % solver.log_period == 0 or done == solver.max_iter:
+                    elapsed = time.perf_counter() - tic
+                    record = self._log(done, window, elapsed / (done - logged), data_time / (done - logged), skipped)
+                    if "loss" in record:
+                        bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2g}")
+                        if not tty and self.job.progress and self.dist.is_main:
+                            eta = (solver.max_iter - done) * record["time"]
+                            self._print(f"iter {done}/{solver.max_iter}  loss {record['loss']:.4f}  "
+                                        f"lr {record['lr']:.3g}  {record['time']:.2f} s/it  eta {_duration(eta)}")
+                    window, skipped, data_time, tic, logged = [], 0, 0.0, time.perf_counter(), done
+                bar.update(1)
 
-            evaluate_now = self.val_set is not None and (
-                done == solver.max_iter or (solver.eval_period and done % solver.eval_period == 0)
-            )
-            if evaluate_now:
-                last_eval = self._evaluate(done)
-            if done % solver.checkpoint_period == 0 or done == solver.max_iter or evaluate_now:
-                self._save_last(done)
-        bar.close()
+                evaluate_now = self.val_set is not None and (
+                    done == solver.max_iter or (solver.eval_period and done % solver.eval_period == 0)
+                )
+                if done % solver.checkpoint_period == 0 or done == solver.max_iter or evaluate_now:
+                    self._save_last(done)  # before evaluating: an evaluation that fails or is killed loses nothing
+                if evaluate_now:
+                    last_eval = self._evaluate(done, final=done == solver.max_iter)
+        finally:
+            bar.close()
+            # The loader's workers ignore SIGINT and SIGTERM (data/loader.py): end them here, not at interpreter exit,
+            # where multiprocessing would try SIGTERM and wait for them.
+            shutdown = getattr(data_iter, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+        return last_eval
+
+    def _stop(self, iteration: int, signum: int) -> None:
+        """Save the first ``iteration`` iterations (unless on disk already) and raise ``TrainingInterrupted``."""
+        if self._saved_iteration != iteration:
+            self._save_last(iteration)
         if self.dist.is_main:
             self._plot_losses()
-        distributed.barrier(self.dist)
-        return self._summary(solver.max_iter, last_eval)
+        raise TrainingInterrupted(signum=signum, iteration=iteration, checkpoint=self.last_path)
 
     def _summary(self, iteration: int, metrics: dict | None) -> dict[str, Any]:
-        return {"iteration": iteration, "run_dir": str(self.out), "eval": metrics, "is_main": self.dist.is_main}
+        """See ``train``."""
+        return {"iteration": iteration, "run_dir": str(self.out), "eval": metrics, "is_main": self.dist.is_main,
+                "eval_error": self.eval_error, "skipped_images": self.skipped_images}  # fmt: skip
 
     def _step(self, iteration: int, images: list[Tensor], targets: list[dict]) -> dict[str, float]:
         solver = self.config.solver
@@ -265,7 +398,7 @@ class _Trainer:
             bad = [k for k, v in zip(loss_dict, reduced.tolist()) if not math.isfinite(v)]
             kept = (
                 f"the last good checkpoint {self.last_path} (iteration {self._saved_iteration}) is kept"
-                if self._saved_iteration
+                if self._saved_iteration >= 0
                 else "no checkpoint had been written yet"
             )
             if self.dist.is_main:
@@ -288,12 +421,17 @@ class _Trainer:
 
     # ---- records ----------------------------------------------------------------------------------------------
 
-    def _log(self, iteration: int, window: list[dict[str, float]], sec_per_iter: float, data_time: float) -> dict:
-        keys = window[-1].keys()
+    def _log(
+        self, iteration: int, window: list[dict[str, float]], sec_per_iter: float, data_time: float, skipped: int
+    ) -> dict:
         record: dict[str, Any] = {"iteration": iteration}
-        record.update({k: window[-1][k] if k == "lr" else sum(w[k] for w in window) / len(window) for k in keys})
+        if window:  # empty when every step since the last record was skipped
+            keys = window[-1].keys()
+            record.update({k: window[-1][k] if k == "lr" else sum(w[k] for w in window) / len(window) for k in keys})
         record["time"] = round(sec_per_iter, 4)
         record["data_time"] = round(data_time, 4)
+        if skipped:
+            record["skipped_images"] = skipped
         if self.device.type == "cuda":
             record["max_mem_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20)
         if self.dist.is_main:
@@ -331,60 +469,71 @@ class _Trainer:
 
     # ---- evaluation and checkpoints ---------------------------------------------------------------------------
 
-    def _evaluate(self, iteration: int) -> dict[str, Any] | None:
-        """COCO AP on the validation set (rank 0); keeps best.pt. Returns the metrics."""
+    def _evaluate(self, iteration: int, *, final: bool) -> dict[str, Any] | None:
+        """COCO AP on the validation set (rank 0); keeps best.pt. Returns the metrics, or None when the evaluation
+        failed: that is reported and recorded, and training goes on."""
         metrics = None
         if self.dist.is_main:
-            from maskrcnn.evaluation.coco_eval import evaluate_coco
-
-            predictor = Predictor(
-                self.model,
-                config=self.config,
-                class_names=self.class_names,
-                category_ids=self.category_ids,
-                device=self.device,
-            )
-            results = predict_coco_results(
-                predictor, self.job.val_json, images_dir=self.job.val_images_dir, progress=False
-            )
-            evaluation = evaluate_coco(self.job.val_json, results)
-            metrics = evaluation.metrics
-            self._append_metrics({"iteration": iteration, "eval": metrics})
-            summary = "  ".join(f"{t} AP {m['AP']:.1f} AP50 {m['AP50']:.1f}" for t, m in metrics.items())
-            self._print(f"eval at iteration {iteration}: {summary}")
-            score = _headline_ap(metrics)
-            if not self.best or score > self.best["score"]:
-                self.best = {"score": score, "iteration": iteration, "metrics": metrics}
-                save_checkpoint(
-                    self.best_path,
-                    model=self.model,
-                    config=self.config,
-                    class_names=self.class_names,
-                    category_ids=self.category_ids,
-                    extra={"iteration": iteration, "metrics": metrics},
-                )
-        self.model.train()
+            self.eval_error = None
+            try:
+                # Evaluation draws nothing from the RNG a resumed run restores, whether or not it ran.
+                with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                    metrics, improved = self._score(iteration)
+                if improved:
+                    self._write_last(iteration)  # last.pt was written before this evaluation: give it the new best
+            except Exception as e:  # noqa: BLE001 - an evaluation must never cost the training done so far
+                reason = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
+                self.eval_error = f"evaluation at iteration {iteration} failed: {reason}"
+                self._append_metrics({"iteration": iteration, "eval_error": reason})
+                then = f"the weights are saved in {self.last_path}" if final else "training goes on"
+                self._print(f"warning: {self.eval_error}; {then}")
+            finally:
+                self.model.train()
         distributed.barrier(self.dist)
         return metrics
 
+    def _score(self, iteration: int) -> tuple[dict[str, Any], bool]:
+        """Predict and score the validation set -> (metrics, whether they beat the best so far and made best.pt)."""
+        from maskrcnn.evaluation.coco_eval import evaluate_coco
+        from maskrcnn.evaluation.inference import predict_coco_results
+
+        predictor = Predictor(
+            self.model,
+            config=self.config,
+            class_names=self.class_names,
+            category_ids=self.category_ids,
+            device=self.device,
+        )
+        results = predict_coco_results(predictor, self.val_set, progress=False)
+        metrics = evaluate_coco(self.val_truth, results).metrics
+        self._append_metrics({"iteration": iteration, "eval": metrics})
+        summary = "  ".join(f"{t} AP {m['AP']:.1f} AP50 {m['AP50']:.1f}" for t, m in metrics.items())
+        self._print(f"eval at iteration {iteration}: {summary}")
+        score = _headline_ap(metrics)
+        improved = not self.best or score > self.best["score"]
+        if improved:
+            self.best = {"score": score, "iteration": iteration, "metrics": metrics}
+            self._write(self.best_path, {"iteration": iteration, "metrics": metrics})
+        return metrics, improved
+
     def _save_last(self, iteration: int) -> None:
         if self.dist.is_main:
-            save_checkpoint(
-                self.last_path,
-                model=self.model,
-                config=self.config,
-                class_names=self.class_names,
-                category_ids=self.category_ids,
-                extra={
-                    "iteration": iteration,
-                    "optimizer": self.optimizer.state_dict(),
-                    "scaler": self.scaler.state_dict(),
-                    "rng": _rng_state(),
-                    "best": self.best,
-                },
-            )
+            self._write_last(iteration)
         self._saved_iteration = iteration
         distributed.barrier(self.dist)
+
+    def _write_last(self, iteration: int) -> None:
+        self._write(self.last_path, {
+            "iteration": iteration,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": _rng_state(),
+            "best": self.best,
+        })  # fmt: skip
+
+    def _write(self, path: Path, extra: dict[str, Any]) -> None:
+        save_checkpoint(path, model=self.model, config=self.config, class_names=self.class_names,
+                        category_ids=self.category_ids, extra=extra)  # fmt: skip
 
     def _restore(self, ckpt) -> None:
         if ckpt.class_names != self.class_names or ckpt.category_ids != self.category_ids:

@@ -6,18 +6,21 @@ The numbers are pycocotools's own (``COCOeval.evaluate/accumulate/summarize``); 
 inputs so that a user mistake becomes one clear ``UserError`` instead of an assertion deep inside pycocotools:
 
 - results name categories and images of the ground truth. A result carrying ``file_name`` (``maskrcnn predict``
-  writes it) is matched to the ground-truth image of that file name when its ``image_id`` does not name that image:
-  first by the exact path, then by the base name. So predictions made on a folder can be scored against a json.
+  writes it) is matched to the ground-truth image of that file name when its ``image_id`` does not name that image
+  (or it has no ``image_id``): first by the exact path, then by the base name. So predictions made on a folder can
+  be scored against a json.
 - ``bbox`` is scored on each result's ``bbox``; ``segm`` on its ``segmentation`` (compressed or uncompressed RLE or
   polygons), with the box dropped so that the detection's area for the small/medium/large split is its mask's area
   and not its box's (detectron2 scores masks the same way).
 - An empty results list scores 0 wherever ground truth exists (pycocotools itself refuses an empty list).
-- Ground-truth instances without a mask (no ``segmentation``, or only degenerate polygons) are *ignored regions*
-  for ``segm``: they are given their box as a crowd region, so a detection on them counts neither as a hit nor as a
-  false positive and no detection is required. If no ground-truth instance has a mask, ``segm`` is skipped with a
-  note. Box scoring uses every instance.
+- The ground truth is read and checked by ``data.coco.read_coco``, by the same rules as for training (which
+  annotations are instances, box-only instances, crowd regions or skipped; see there).
+- Box-only ground-truth instances (no usable mask, or ``"isbbox": true``) and masks that cover no pixel are *ignored
+  regions* for ``segm``: they are given their box as a crowd region, so a detection on them counts neither as a hit
+  nor as a false positive and no detection is required. If no ground-truth instance has a mask, ``segm`` is skipped
+  with a note. Box scoring uses every instance.
 - A ground-truth annotation without ``area`` gets its mask's area (its box's when it has no mask), one without
-  ``iscrowd`` gets 0, one without ``bbox`` gets its mask's tight box.
+  ``bbox`` its mask's extent.
 
 Metrics are in percent; pycocotools's -1 ("no ground truth of this size or class") becomes None.
 
@@ -30,20 +33,18 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
-import math
-import numbers
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from maskrcnn.errors import UserError
+from maskrcnn.data.coco import CocoData, is_box, is_integer, is_number, read_coco
+from maskrcnn.errors import ArgumentError, UserError
+from maskrcnn.io import read_json
+from maskrcnn.structures.masks import rle_area, segmentation_to_rle
 
 IOU_TYPES = ("bbox", "segm")
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # the first six of COCOeval.stats, in order
@@ -76,21 +77,6 @@ class CocoEvalResult:
     notes: list[str] = field(default_factory=list)
 
 
-def read_json(path: Path, *, what: str) -> Any:
-    """Parse the json file ``path``; ``UserError`` naming the file (as ``what``) if missing or invalid."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"{what} not found: {path}") from None
-    except IsADirectoryError:
-        raise UserError(f"{what} is a folder, expected a json file: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{what} {path} is not valid json: {e}") from None
-    except OSError as e:
-        raise UserError(f"cannot read {what} {path}: {e.strerror or e}") from None
-
-
 def load_results(path: Path) -> list[dict]:
     """A COCO results json (a list of detections) -> list[dict]; ``UserError`` naming the file when it is not one."""
     results = read_json(path, what="results file")
@@ -103,132 +89,55 @@ def load_results(path: Path) -> list[dict]:
 # Ground truth
 
 
-def _is_number(value: Any) -> bool:
-    """A finite real number (numpy scalars included), not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_id(value: Any) -> bool:
-    """An image or category id: an integer or a string (numpy integers included), not a bool."""
-    return isinstance(value, (numbers.Integral, str)) and not isinstance(value, bool)
-
-
-def _clean_segmentation(segmentation: Any) -> list | dict | None:
-    """GT ``segmentation`` -> polygons with >= 3 points, or an RLE dict, or None when there is no usable mask."""
-    if isinstance(segmentation, dict):
-        return segmentation if "counts" in segmentation and "size" in segmentation else None
-    if isinstance(segmentation, list):
-        polygons = [p for p in segmentation if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0]
-        return polygons or None
-    return None
-
-
-def _segmentation_to_rle(segmentation: list | dict, height: int, width: int) -> dict:
-    """Polygons, uncompressed or compressed RLE -> compressed RLE (counts as bytes, as pycocotools keeps it)."""
-    if isinstance(segmentation, list):
-        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    if isinstance(segmentation["counts"], list):
-        return mask_utils.frPyObjects(segmentation, height, width)
-    counts = segmentation["counts"]
-    return {"size": list(segmentation["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-
-
 @dataclass(frozen=True)
 class GroundTruth:
     """A checked COCO instances json, reduced to what scoring and drawing need (fresh dicts, safe to hand on)."""
 
     path: Path | None  # the json it was read from; None for a dict
-    images: list[dict]  # {"id", "file_name", "height", "width"}
-    categories: list[dict]  # {"id", "name"}
-    annotations: list[dict]  # {"id", "image_id", "category_id", "bbox", "area", "iscrowd", "segmentation" | None}
-
-
-def _checked_annotation(ann: dict, *, size: tuple, label: str) -> dict:
-    """One ground-truth annotation -> a fresh dict with ``bbox``, ``area``, ``iscrowd`` and a usable mask or None.
-
-    size: (height, width) of its image. ``UserError`` (prefixed with ``label``) for what cannot be scored.
-    """
-    height, width = size
-    segmentation = _clean_segmentation(ann.get("segmentation"))
-    rle = None
-    if segmentation is not None:
-        if not (_is_number(height) and _is_number(width)):
-            raise UserError(f"{label}: its image needs `height` and `width` to read its mask")
-        try:
-            rle = _segmentation_to_rle(segmentation, int(height), int(width))
-        except Exception as e:  # pycocotools raises bare Exception/TypeError on malformed RLE or polygons
-            raise UserError(f"{label} has an unreadable segmentation: {e}") from None
-        if list(rle["size"]) != [height, width]:
-            raise UserError(f"{label}: mask size {list(rle['size'])} differs from its image's {[height, width]}")
-    bbox = ann.get("bbox")
-    if bbox is None and rle is not None:
-        bbox = [float(v) for v in mask_utils.toBbox(rle)]
-    if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
-        raise UserError(f"{label} has no usable `bbox` [x, y, w, h] and no mask to take one from")
-    area = ann.get("area")
-    if not _is_number(area):
-        area = float(mask_utils.area(rle)) if rle is not None else float(bbox[2] * bbox[3])
-    return {
-        "id": ann.get("id"),
-        "image_id": ann["image_id"],
-        "category_id": ann["category_id"],
-        "bbox": list(bbox),
-        "area": area,
-        "iscrowd": int(bool(ann.get("iscrowd", 0))),
-        "segmentation": segmentation,
-    }
+    images: list[dict]  # {"id", "file_name", "height", "width"} + the verified labels present (VERIFIED_LABEL_KEYS)
+    categories: list[dict]  # {"id", "name"} + "mid" when the json has one (Open Images)
+    annotations: list[dict]  # {"id", "image_id", "category_id", "bbox", "area", "iscrowd", "segmentation"}:
+    # segmentation a compressed RLE, or None for an instance without a mask (box-only)
+    notes: list[str] = field(default_factory=list)  # annotations the rules skipped
 
 
 def load_ground_truth(gt: Path | dict | GroundTruth) -> GroundTruth:
-    """Read and check a COCO instances json (or its dict) into fresh dicts; the input is never modified.
+    """Read and check a COCO instances json (or its dict, which is not modified) with ``data.coco.read_coco`` ->
+    the fresh dicts pycocotools scores, masks drawn as compressed RLE.
 
-    ``UserError`` naming the file and the annotation for what pycocotools could not score (see the module docstring
-    for the fields that are filled in when missing). ``segmentation`` is None for an instance without a usable mask.
-    A ``GroundTruth`` is returned as it is, so callers can load once and pass it to scoring and to the report.
+    ``UserError`` naming the file and the annotation for what breaks the format. A ``GroundTruth`` is returned as it
+    is, so callers can load once and pass it to scoring and to the report.
     """
     if isinstance(gt, GroundTruth):
         return gt
-    name = str(gt) if isinstance(gt, Path) else "the ground truth"
-    data = read_json(gt, what="ground-truth file") if isinstance(gt, Path) else gt
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "categories")):
-        raise UserError(f"{name} is not a COCO instances json: it needs `images` and `categories` lists")
-    raw_annotations = data.get("annotations", [])
-    if not isinstance(raw_annotations, list):
-        raise UserError(f"{name}: `annotations` must be a list")
+    coco = read_coco(gt, what="ground-truth file")
+    return GroundTruth(
+        path=coco.path,
+        images=[{"id": im.id, "file_name": im.file_name, "height": im.height, "width": im.width, **im.verified}
+                for im in coco.images],  # fmt: skip
+        categories=[{"id": c.id, "name": c.name, **({"mid": c.mid} if c.mid is not None else {})}
+                    for c in coco.categories],  # fmt: skip
+        annotations=_scored_annotations(coco),
+        notes=[f"ground truth: {coco.skipped_note()}"] if coco.skipped else [],
+    )
 
-    images, image_ids = [], set()
-    for i, img in enumerate(data["images"]):
-        if not isinstance(img, dict) or "id" not in img:
-            raise UserError(f"{name}: images[{i}] has no `id`")
-        images.append(
-            {"id": img["id"], "file_name": img.get("file_name"), "height": img.get("height"), "width": img.get("width")}
-        )
-        image_ids.add(img["id"])
-    categories, category_ids = [], set()
-    for i, cat in enumerate(data["categories"]):
-        if not isinstance(cat, dict) or "id" not in cat:
-            raise UserError(f"{name}: categories[{i}] has no `id`")
-        categories.append({"id": cat["id"], "name": str(cat.get("name", cat["id"]))})
-        category_ids.add(cat["id"])
-    sizes = {img["id"]: (img["height"], img["width"]) for img in images}
 
-    numeric_ids = [a["id"] for a in raw_annotations if isinstance(a, dict) and isinstance(a.get("id"), int)]
-    next_id = max(numeric_ids, default=0) + 1  # for annotations without an id
-    annotations = []
-    for i, ann in enumerate(raw_annotations):
-        if not isinstance(ann, dict):
-            raise UserError(f"{name}: annotations[{i}] is not an object")
-        label = f"{name}: annotation {ann.get('id', f'#{i}')}"
-        if ann.get("image_id") not in image_ids:
-            raise UserError(f"{label} refers to image id {ann.get('image_id')!r}, which is not in `images`")
-        if ann.get("category_id") not in category_ids:
-            raise UserError(f"{label} refers to category id {ann.get('category_id')!r}, which is not in `categories`")
-        annotation = _checked_annotation(ann, size=sizes[ann["image_id"]], label=label)
-        if annotation["id"] is None:
-            annotation["id"], next_id = next_id, next_id + 1
-        annotations.append(annotation)
-    path = gt if isinstance(gt, Path) else None
-    return GroundTruth(path=path, images=images, categories=categories, annotations=annotations)
+def _scored_annotations(coco: CocoData) -> list[dict]:
+    """Each annotation as pycocotools scores it: its mask drawn (None when it has none or it covers no pixel), its
+    ``bbox`` and ``area`` as the json gives them, else from its mask (from its box without one)."""
+    sizes = {im.id: (im.height, im.width) for im in coco.images}
+    scored = []
+    for ann in coco.annotations:
+        rle = None
+        if ann.segmentation is not None:
+            rle = segmentation_to_rle(ann.segmentation, *sizes[ann.image_id])
+            rle = rle if rle_area(rle) > 0 else None
+        x1, y1, x2, y2 = (float(v) for v in ann.box)
+        bbox = ann.bbox if ann.bbox is not None else [x1, y1, x2 - x1, y2 - y1]
+        area = ann.area if ann.area is not None else float(rle_area(rle)) if rle is not None else bbox[2] * bbox[3]
+        scored.append({"id": ann.id, "image_id": ann.image_id, "category_id": ann.category_id, "bbox": bbox,
+                       "area": area, "iscrowd": int(ann.iscrowd), "segmentation": rle})  # fmt: skip
+    return scored
 
 
 def _coco(images: list[dict], categories: list[dict], annotations: list[dict]) -> COCO:
@@ -327,13 +236,15 @@ def _check_results(results: list[dict], gt: GroundTruth, *, source: str) -> None
     for i, r in enumerate(results):
         if not isinstance(r, dict):
             raise UserError(f"{source}: result {i} is not an object")
-        for key in ("image_id", "category_id", "score"):
+        if "image_id" not in r and not isinstance(r.get("file_name"), str):
+            raise UserError(f"{source}: result {i} has neither `image_id` nor `file_name`")
+        for key in ("category_id", "score"):
             if key not in r:
                 raise UserError(f"{source}: result {i} has no `{key}`")
         for key in ("image_id", "category_id"):
-            if not _is_id(r[key]):
+            if key in r and not is_integer(r[key]):
                 raise UserError(f"{source}: result {i} has {key} {r[key]!r}, expected an integer")
-        if not _is_number(r["score"]):
+        if not is_number(r["score"]):
             raise UserError(f"{source}: result {i} has score {r['score']!r}, expected a finite number")
         if r["category_id"] not in category_ids:
             unknown.add(r["category_id"])
@@ -341,6 +252,10 @@ def _check_results(results: list[dict], gt: GroundTruth, *, source: str) -> None
         names = ", ".join(sorted(map(str, unknown)))
         known = ", ".join(map(str, sorted(category_ids, key=str)))
         raise UserError(f"{source}: category ids {names} are not in the ground truth (its categories: {known})")
+
+
+def _first_without_mask(results: list[dict]) -> int | None:
+    return next((i for i, r in enumerate(results) if r.get("segmentation") is None), None)
 
 
 def _keys(result: dict) -> dict:
@@ -365,37 +280,19 @@ def _results_for(iou_type: str, results: list[dict], gt: GroundTruth, *, source:
             raise UserError(f"{source}: result {first} has no `bbox`; box AP needs one in every result")
         for i, r in enumerate(results):
             bbox = r["bbox"]
-            if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+            if not is_box(bbox):
                 raise UserError(f"{source}: result {i} has bbox {bbox!r}, expected [x, y, width, height]")
             prepared.append({**_keys(r), "bbox": [float(v) for v in bbox]})
         return prepared
 
+    missing = _first_without_mask(results)
+    if missing is not None:
+        raise UserError(f"{source}: result {missing} has no `segmentation`; the mask metrics need one in every result")
     for i, r in enumerate(results):
-        segmentation = r.get("segmentation")
-        if segmentation is None:
-            raise UserError(
-                f"{source}: result {i} has no `segmentation`; mask AP (segm) needs one in every result "
-                "(score boxes only with --iou-types bbox)"
-            )
-        height, width = sizes[r["image_id"]]
-        if not (_is_number(height) and _is_number(width)):
-            raise UserError(f"ground-truth image {r['image_id']} needs `height` and `width` to score masks")
         try:
-            if isinstance(segmentation, dict):
-                if "counts" not in segmentation or "size" not in segmentation:
-                    raise ValueError("an RLE needs `size` and `counts`")
-                if list(segmentation["size"]) != [height, width]:
-                    raise UserError(
-                        f"{source}: result {i} has a mask of size {segmentation['size']} for image "
-                        f"{r['image_id']} of size {[height, width]} (height, width)"
-                    )
-            elif not isinstance(segmentation, list):
-                raise ValueError("expected an RLE object or a list of polygons")
-            rle = _segmentation_to_rle(segmentation, int(height), int(width))
-        except UserError:
-            raise
-        except Exception as e:  # malformed RLE or polygons: pycocotools raises bare Exception/TypeError
-            raise UserError(f"{source}: result {i} has an unreadable segmentation: {e}") from None
+            rle = segmentation_to_rle(r["segmentation"], *sizes[r["image_id"]])
+        except ValueError as e:
+            raise UserError(f"{source}: result {i} (image {r['image_id']}): {e}") from None
         prepared.append({**_keys(r), "segmentation": rle})
     return prepared
 
@@ -428,6 +325,21 @@ def _unique_names(categories: list[dict]) -> list[str]:
     return [f"{n} (id {c['id']})" if names.count(n) > 1 else n for n, c in zip(names, categories)]
 
 
+def load_inputs(
+    gt: Path | dict | GroundTruth, results: Path | list[dict], *, source: str | None
+) -> tuple[GroundTruth, list[dict], str, list[str]]:
+    """Read and check the ground truth and the results, and match the results' images to the ground truth's ->
+    (ground truth, results with ground-truth image ids, how messages name the results, notes)."""
+    if source is None:
+        source = str(results) if isinstance(results, Path) else "results"
+    if isinstance(results, Path):
+        results = load_results(results)
+    ground_truth = load_ground_truth(gt)
+    _check_results(results, ground_truth, source=source)
+    results, notes = match_images(results, ground_truth, source=source)
+    return ground_truth, results, source, [*ground_truth.notes, *notes]
+
+
 def evaluate_coco(
     gt: Path | dict | GroundTruth,
     results: Path | list[dict],
@@ -446,13 +358,7 @@ def evaluate_coco(
     for iou_type in iou_types:
         if iou_type not in IOU_TYPES:
             raise UserError(f"unknown iou type {iou_type!r}: choose from {', '.join(IOU_TYPES)}")
-    if source is None:
-        source = str(results) if isinstance(results, Path) else "results"
-    if isinstance(results, Path):
-        results = load_results(results)
-    ground_truth = load_ground_truth(gt)
-    _check_results(results, ground_truth, source=source)
-    results, notes = match_images(results, ground_truth, source=source)
+    ground_truth, results, source, notes = load_inputs(gt, results, source=source)
 
     metrics, per_class, precision = {}, {}, {}
     names = _unique_names(ground_truth.categories)
@@ -466,6 +372,10 @@ def evaluate_coco(
                 continue
             if unmasked:
                 notes.append(f"segm: {unmasked} ground-truth instances without a mask were scored as ignored regions")
+            missing = _first_without_mask(results)
+            if missing is not None:
+                raise ArgumentError("iou_types", f"{source}: result {missing} has no `segmentation`; mask AP (segm) "
+                                    "needs one in every result (score boxes only with {arg} bbox)")  # fmt: skip
         evaluator = _run_cocoeval(gt_coco, _results_for(iou_type, results, ground_truth, source=source), iou_type)
         metrics[iou_type] = {name: _percent(v) for name, v in zip(METRIC_NAMES, evaluator.stats[: len(METRIC_NAMES)])}
         # precision: (T, R, K, A, M) -> area "all", maxDets 100 -> (T, R, K), categories in sorted-id order

@@ -5,7 +5,8 @@ Files written to the output folder (each atomically):
 - pr_curves.png: precision against recall at IoU 0.50 and 0.75, averaged over the classes that have ground truth.
 - pr_curves_per_class.png: the same at IoU 0.50 for each class, when there are at most 20 classes.
 - predictions.png: for a fixed sample of images, predictions (score >= threshold) | ground truth, side by side.
-- index.html: the metrics and per-class tables and the pictures above.
+- index.html: the metrics and per-class tables (COCO, and the Open Images challenge metric when scored) and the
+  pictures above (the AP and precision-recall plots are COCO's, drawn when COCO is scored).
 
 Plots use matplotlib's object API on an Agg canvas of their own: nothing global (pyplot, the default backend) is
 touched. The sample of images is spread evenly over the ground-truth images sorted by id, preferring those with
@@ -22,9 +23,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from maskrcnn import __version__
-from maskrcnn.data.images import read_image
+from maskrcnn.data.images import guess_images_dir, read_image
 from maskrcnn.errors import UserError
 from maskrcnn.evaluation.coco_eval import METRIC_NAMES, CocoEvalResult, GroundTruth, load_ground_truth, match_images
+from maskrcnn.evaluation.openimages_eval import OpenImagesResult
 from maskrcnn.io import atomic_open, atomic_write_bytes
 from maskrcnn.structures.masks import bitmap_to_box, segmentation_to_bitmap
 from maskrcnn.visualize import draw_instances
@@ -166,22 +168,10 @@ def plot_pr_curves_per_class(result: CocoEvalResult) -> bytes | None:
 # Predictions beside ground truth
 
 
-def _find_image(file_name: str | None, images_dir: Path | None, gt_dir: Path | None) -> Path | None:
-    """The image file for a ground-truth ``file_name``: in ``images_dir``, else beside the json or in its images/."""
-    if not file_name:
-        return None
-    folders = [images_dir] if images_dir is not None else [gt_dir, gt_dir / "images"] if gt_dir is not None else []
-    for folder in folders:
-        for candidate in (folder / file_name, folder / Path(file_name).name):
-            if candidate.is_file():
-                return candidate
-    return None
-
-
 def sample_images(gt: GroundTruth, *, count: int) -> list[dict]:
     """``count`` ground-truth images spread evenly over them sorted by id, images with instances first."""
     annotated = {a["image_id"] for a in gt.annotations}
-    ordered = sorted(gt.images, key=lambda img: (isinstance(img["id"], str), img["id"]))
+    ordered = sorted(gt.images, key=lambda img: img["id"])
     pool = [img for img in ordered if img["id"] in annotated]
     if len(pool) < count:
         pool = pool + [img for img in ordered if img["id"] not in annotated]
@@ -219,23 +209,24 @@ def _instances(records: list[dict], height: int, width: int, *, scale: float, na
     return {"boxes": boxes, "masks": masks if have_masks else None, "labels": labels, "scores": scores}
 
 
-def _load_picture(img: dict, *, images_dir: Path | None, gt_dir: Path | None) -> tuple[np.ndarray, str | None]:
-    """The image of a ground-truth entry at its ground-truth size, and a note when it had to be made up or resized.
+def _load_picture(img: dict, *, images_dir: Path | None) -> tuple[np.ndarray, str | None]:
+    """The image of a ground-truth entry (``images_dir / file_name``) at its ground-truth size, and a note when it had
+    to be made up or resized.
 
     A missing or unreadable image becomes a grey canvas (the masks can still be compared); one whose size differs
     from the ground truth's is resized to it, so that the masks land where they belong.
     """
-    height, width = int(img["height"] or 0), int(img["width"] or 0)
-    path = _find_image(img.get("file_name"), images_dir, gt_dir)
+    height, width = img["height"], img["width"]
     picture = None
-    if path is not None:
+    if images_dir is not None:
+        path = images_dir / img["file_name"]
         try:
             picture = read_image(path)
         except UserError:
             picture = None
     if picture is None:
-        return np.full((max(height, 1), max(width, 1), 3), 128, dtype=np.uint8), "missing"
-    if picture.shape[:2] != (height, width) and height > 0 and width > 0:
+        return np.full((height, width, 3), 128, dtype=np.uint8), "missing"
+    if picture.shape[:2] != (height, width):
         resized = Image.fromarray(picture).resize((width, height), Image.Resampling.BILINEAR)
         return np.asarray(resized), f"{path}: size differs from the ground truth's, resized to {width}x{height}"
     return picture, None
@@ -264,13 +255,12 @@ def render_prediction_grid(
     *,
     images: list[dict],
     images_dir: Path | None,
-    gt_dir: Path | None,
     score_threshold: float,
 ) -> tuple[bytes, list[str]]:
     """PNG of predictions | ground truth for each of ``images`` (two pairs per row), and notes (missing images).
 
     results: COCO results whose ``image_id`` are the ground truth's; those scoring below ``score_threshold`` are
-    not drawn.
+    not drawn. images_dir: the folder the images' ``file_name``s are relative to (None: none found, all grey).
     """
     names = {c["id"]: c["name"] for c in gt.categories}
     gt_by_image: dict = {}
@@ -290,14 +280,14 @@ def render_prediction_grid(
     draw = ImageDraw.Draw(canvas)
     missing, notes = [], []
     for n, img in enumerate(images):
-        picture, note = _load_picture(img, images_dir=images_dir, gt_dir=gt_dir)
+        picture, note = _load_picture(img, images_dir=images_dir)
         if note == "missing":
-            missing.append(str(img.get("file_name") or img["id"]))
+            missing.append(img["file_name"])
         elif note:
             notes.append(note)
         predictions, truths = pred_by_image.get(img["id"], []), gt_by_image.get(img["id"], [])
         panels = _pair(picture, predictions=predictions, truths=truths, names=names)
-        title = str(img.get("file_name") or f"image {img['id']}")
+        title = img["file_name"]
         captions = (f"{title}: predictions ({len(predictions)})", f"ground truth ({len(truths)})")
         x0 = (n % PAIRS_PER_ROW) * (pair_width + pair_gap)
         y0 = (n // PAIRS_PER_ROW) * (header + CELL + gap)
@@ -308,7 +298,7 @@ def render_prediction_grid(
                 caption = "..." + caption[4:]  # keep the end: the counts
             draw.text((x, y0 + 3), caption, font=font, fill=(20, 20, 20))
     if missing:
-        where = f"in {images_dir}" if images_dir is not None else "beside the ground truth (pass --images)"
+        where = f"in {images_dir}" if images_dir is not None else "beside the ground truth"
         more = " ..." if len(missing) > 5 else ""
         notes.append(f"{len(missing)} images were not found {where}, drawn on grey: {', '.join(missing[:5])}{more}")
     buffer = io.BytesIO()
@@ -325,15 +315,16 @@ def _number(value: float | None) -> str:
 
 
 def _html(
-    result: CocoEvalResult,
+    result: CocoEvalResult | None,
     *,
     pictures: list[tuple[str, str, str]],
     source: str,
     notes: list[str],
+    openimages: OpenImagesResult | None = None,
 ) -> str:
     """index.html: metrics, per-class AP, then each (heading or "", file, caption or "") picture."""
-    iou_types = list(result.metrics)
     e = html.escape
+    scored = result if result is not None else openimages
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8"><title>maskrcnn evaluation</title>',
@@ -341,22 +332,37 @@ def _html(
         "table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:0.25em 0.7em}"
         "td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f3f3f3}"
         "img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}</style></head><body>",
-        "<h1>COCO evaluation</h1>",
-        f"<p>{e(source)}: {result.num_images} images, {result.num_results} results. "
-        f"Scored with pycocotools (maskrcnn {e(__version__)}); numbers are percent, &ndash; where there is nothing "
-        "to score.</p>",
-        "<h2>Metrics</h2><table><tr><th></th>" + "".join(f"<th>{m}</th>" for m in METRIC_NAMES) + "</tr>",
+        "<h1>COCO evaluation</h1>" if result is not None else "<h1>Open Images evaluation</h1>",
+        f"<p>{e(source)}: {scored.num_images} images, {scored.num_results} results. "
+        f"Scored with {'pycocotools' if result is not None else 'the Open Images challenge metric'} "
+        f"(maskrcnn {e(__version__)}); numbers are percent, &ndash; where there is nothing to score.</p>",
     ]
-    for iou_type in iou_types:
-        cells = "".join(f'<td class="n">{_number(result.metrics[iou_type][m])}</td>' for m in METRIC_NAMES)
-        parts.append(f"<tr><th>{e(iou_type)}</th>{cells}</tr>")
-    parts.append("</table>")
-    parts.append("<h2>Per-class AP</h2><table><tr><th>class</th>")
-    parts.append("".join(f"<th>{e(t)}</th>" for t in iou_types) + "</tr>")
-    for name in result.class_names:
-        cells = "".join(f'<td class="n">{_number(result.per_class[t][name])}</td>' for t in iou_types)
-        parts.append(f"<tr><td>{e(name)}</td>{cells}</tr>")
-    parts.append("</table>")
+    if result is not None:
+        iou_types = list(result.metrics)
+        parts.append("<h2>Metrics</h2><table><tr><th></th>" + "".join(f"<th>{m}</th>" for m in METRIC_NAMES) + "</tr>")
+        for iou_type in iou_types:
+            cells = "".join(f'<td class="n">{_number(result.metrics[iou_type][m])}</td>' for m in METRIC_NAMES)
+            parts.append(f"<tr><th>{e(iou_type)}</th>{cells}</tr>")
+        parts.append("</table>")
+        parts.append("<h2>Per-class AP</h2><table><tr><th>class</th>")
+        parts.append("".join(f"<th>{e(t)}</th>" for t in iou_types) + "</tr>")
+        for name in result.class_names:
+            cells = "".join(f'<td class="n">{_number(result.per_class[t][name])}</td>' for t in iou_types)
+            parts.append(f"<tr><td>{e(name)}</td>{cells}</tr>")
+        parts.append("</table>")
+    if openimages is not None:
+        parts.append(
+            "<h2>Open Images challenge metric</h2>"
+            f"<p>Mask IoU 0.5, group-of weight {openimages.group_of_weight:g}: "
+            f"mAP <b>{_number(openimages.mean_ap)}</b></p>"
+            "<table><tr><th>class</th><th>AP</th><th>ground truth counted</th></tr>"
+        )
+        for name, ap in openimages.per_class.items():
+            parts.append(
+                f'<tr><td>{e(name)}</td><td class="n">{_number(ap)}</td>'
+                f'<td class="n">{openimages.num_gt[name]:g}</td></tr>'
+            )
+        parts.append("</table>")
     for heading, file_name, caption in pictures:
         if heading:
             parts.append(f"<h2>{e(heading)}</h2>")
@@ -374,42 +380,39 @@ def write_report(
     *,
     gt: Path | dict | GroundTruth,
     results: list[dict],
-    eval_result: CocoEvalResult,
+    eval_result: CocoEvalResult | None,
     images_dir: Path | None,
     max_images: int = 12,
     score_threshold: float = 0.5,
+    openimages: OpenImagesResult | None = None,
 ) -> Path:
     """Write the report's pictures and ``index.html`` into ``output_dir``; return the path of index.html.
 
     gt: the ground truth that ``eval_result`` was computed on (file, dict, or ``load_ground_truth``'s result);
-    results: the same COCO results.
-    images_dir: where the ground truth's ``file_name``s are found; None looks beside a gt file and in its images/.
+    results: the same COCO results. eval_result: the COCO metrics (None: not scored, no COCO plots);
+    openimages: the Open Images challenge metric, shown when given.
+    images_dir: the folder the ground truth's ``file_name``s are relative to; None looks for it beside a gt file
+    (``data.images.guess_images_dir``).
     max_images: images in the predictions grid (0 leaves the grid out); score_threshold: the least score drawn.
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     ground_truth = load_ground_truth(gt)
     results, _ = match_images(results, ground_truth, source="results")
-    notes = list(eval_result.notes)
+    notes = [*(eval_result.notes if eval_result is not None else []), *(openimages.notes if openimages else [])]
 
     pictures = []
-    atomic_write_bytes(output_dir / "per_class_ap.png", plot_per_class_ap(eval_result))
-    pictures.append(("", "per_class_ap.png", ""))  # under the per-class table
-    atomic_write_bytes(output_dir / "pr_curves.png", plot_pr_curves(eval_result))
-    pictures.append(("Precision-recall", "pr_curves.png", "Area all, up to 100 detections per image."))
-    if len(eval_result.class_names) <= MAX_CLASSES_PER_CLASS_PR:
-        per_class = plot_pr_curves_per_class(eval_result)
-        if per_class is not None:
-            atomic_write_bytes(output_dir / "pr_curves_per_class.png", per_class)
-            pictures.append(("Precision-recall per class", "pr_curves_per_class.png", ""))
+    if eval_result is not None:
+        _write_coco_plots(output_dir, eval_result, pictures)
     sample = sample_images(ground_truth, count=max_images) if max_images > 0 else []
     if sample:
+        if images_dir is None and ground_truth.path is not None:
+            images_dir = guess_images_dir(ground_truth.path, [img["file_name"] for img in ground_truth.images])
         grid, grid_notes = render_prediction_grid(
             ground_truth,
             results,
             images=sample,
             images_dir=Path(images_dir) if images_dir is not None else None,
-            gt_dir=ground_truth.path.parent if ground_truth.path is not None else None,
             score_threshold=score_threshold,
         )
         atomic_write_bytes(output_dir / "predictions.png", grid)
@@ -424,5 +427,19 @@ def write_report(
         notes.extend(grid_notes)
     index = output_dir / "index.html"
     with atomic_open(index, "w") as f:
-        f.write(_html(eval_result, pictures=pictures, source=str(ground_truth.path or "ground truth"), notes=notes))
+        f.write(_html(eval_result, pictures=pictures, source=str(ground_truth.path or "ground truth"), notes=notes,
+                      openimages=openimages))  # fmt: skip
     return index
+
+
+def _write_coco_plots(output_dir: Path, eval_result: CocoEvalResult, pictures: list[tuple[str, str, str]]) -> None:
+    """The per-class AP bars and the precision-recall curves, written and added to ``pictures``."""
+    atomic_write_bytes(output_dir / "per_class_ap.png", plot_per_class_ap(eval_result))
+    pictures.append(("", "per_class_ap.png", ""))  # under the per-class table
+    atomic_write_bytes(output_dir / "pr_curves.png", plot_pr_curves(eval_result))
+    pictures.append(("Precision-recall", "pr_curves.png", "Area all, up to 100 detections per image."))
+    if len(eval_result.class_names) <= MAX_CLASSES_PER_CLASS_PR:
+        per_class = plot_pr_curves_per_class(eval_result)
+        if per_class is not None:
+            atomic_write_bytes(output_dir / "pr_curves_per_class.png", per_class)
+            pictures.append(("Precision-recall per class", "pr_curves_per_class.png", ""))

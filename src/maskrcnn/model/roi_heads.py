@@ -141,10 +141,14 @@ class RoIHeads(nn.Module):
     def _forward_mask_train(
         self, features: list[Tensor], samples: list[dict[str, Tensor]], targets: list[dict[str, Tensor]]
     ) -> dict[str, Tensor]:
+        """Mask loss on the foreground RoIs whose instance has a mask: one matched to a box-only instance
+        (``target["has_mask"]`` False) is neither a positive nor a background mask target."""
         fg_boxes, fg_labels, fg_targets = [], [], []
         size = self.mask_head_output_size
         for s, target in zip(samples, targets):
             fg = torch.nonzero(s["labels"] > 0).squeeze(1)
+            if "has_mask" in target:
+                fg = fg[target["has_mask"][s["matched"][fg]]]
             boxes = s["boxes"][fg]
             fg_boxes.append(boxes)
             fg_labels.append(s["labels"][fg])
@@ -152,7 +156,7 @@ class RoIHeads(nn.Module):
                 mask_targets(target["masks"], s["matched"][fg], boxes, size=size, aligned=self.mask_pooler.aligned)
             )
         if sum(len(b) for b in fg_boxes) == 0:
-            # No foreground anywhere: an exact zero that still reaches the mask head's parameters.
+            # No foreground with a mask anywhere: an exact zero that still reaches the mask head's parameters.
             zero = sum(p.sum() for p in self.mask_head.parameters()) * 0.0
             return {"loss_mask": zero}
         mask_logits = self.mask_head(self.mask_pooler(features, fg_boxes))

@@ -1,16 +1,25 @@
-"""Instance masks in their three encodings: COCO polygons, COCO RLE, and bitmaps.
+"""Instance masks in their three encodings: COCO polygons, COCO RLE, and bitmaps; the one place that decodes,
+encodes, measures and boxes them.
 
-Shapes: H, W image size; G instances.
+Shapes: H, W image size; G instances; P polygon points.
 
-- polygons: list[list[float]], each ``[x1, y1, x2, y2, ...]`` in absolute pixels (COCO ``segmentation`` list);
-  several polygons make one instance.
-- RLE: ``{"size": [H, W], "counts": str}`` (compressed, as written in COCO results), or ``counts`` as a list of ints
-  (uncompressed, as in COCO ``iscrowd`` annotations).
+- polygons: a list of flat polygons, each ``[x1, y1, x2, y2, ...]`` (a list or ndarray[2P]) in absolute pixels (COCO
+  ``segmentation`` list); several polygons make one instance. A polygon outlines an area when it has an even number
+  of finite coordinates and at least 3 points (``is_valid_polygon``); others are passed over wherever polygons are
+  read.
+- RLE: ``{"size": [H, W], "counts": str | bytes}`` (compressed, as written in COCO results; pycocotools keeps the
+  counts as bytes), or ``counts`` as a list of ints (uncompressed, as in COCO ``iscrowd`` annotations).
 - bitmap: ndarray[H, W] bool (or uint8 0/1).
+- boxes: COCO ``[x, y, w, h]`` where the json has them (``bbox``), else (x1, y1, x2, y2).
+
+>>> rle = segmentation_to_rle([[0, 0, 4, 0, 4, 2, 0, 2]], 3, 5)
+>>> rle_area(rle), rle_box(rle)
+(8, [0.0, 0.0, 4.0, 2.0])
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -19,34 +28,95 @@ import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 from torch import Tensor
 
+MIN_POLYGON_POINTS = 3
 
-def polygons_to_bitmap(polygons: list[list[float]], height: int, width: int) -> np.ndarray:
-    """COCO polygons of one instance -> ndarray[H, W] bool. Polygons with fewer than 3 points are ignored."""
-    polygons = [list(map(float, p)) for p in polygons if len(p) >= 6 and len(p) % 2 == 0]
-    if not polygons:
-        return np.zeros((height, width), dtype=bool)
-    rles = mask_utils.frPyObjects(polygons, height, width)
-    return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
+
+def is_valid_polygon(polygon: np.ndarray) -> bool:
+    """Whether a flat polygon ndarray[2P] outlines an area: an even number of finite coordinates, at least 3 points.
+
+    (A polygon may still enclose no area, e.g. collinear points: see ``polygon_area``.)
+    """
+    return (
+        polygon.ndim == 1
+        and len(polygon) >= 2 * MIN_POLYGON_POINTS
+        and len(polygon) % 2 == 0
+        and bool(np.isfinite(polygon).all())
+    )
+
+
+def polygon_area(points: np.ndarray) -> float:
+    """Area enclosed by a polygon, ndarray[P, 2] (x, y) or flat ndarray[2P] (shoelace formula, either orientation).
+
+    >>> polygon_area(np.array([0, 0, 4, 0, 4, 2, 0, 2], dtype=float))
+    8.0
+    """
+    xy = np.asarray(points, dtype=np.float64).reshape(-1, 2)  # (P, 2)
+    x, y = xy[:, 0], xy[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def polygons_to_rle(polygons: Sequence[Sequence[float] | np.ndarray], height: int, width: int) -> dict[str, Any]:
+    """Polygons of one instance -> compressed RLE (counts bytes) of the H x W pixels they cover together.
+
+    Polygons that are not valid (``is_valid_polygon``) are passed over; none left gives an empty mask.
+    """
+    valid = [p for p in (np.asarray(p, dtype=np.float64) for p in polygons) if is_valid_polygon(p)]
+    if not valid:
+        return mask_utils.encode(np.zeros((height, width), dtype=np.uint8, order="F"))
+    return mask_utils.merge(mask_utils.frPyObjects(valid, height, width))
+
+
+def rle_to_compressed(rle: dict[str, Any], height: int, width: int) -> dict[str, Any]:
+    """Compressed or uncompressed RLE of an H x W mask -> compressed RLE (counts bytes).
+
+    ValueError when it is not an RLE of that size (no ``size`` or ``counts``, another size, counts neither a string
+    nor a list of ints).
+    """
+    if not isinstance(rle, dict) or "counts" not in rle or "size" not in rle:
+        raise ValueError("an RLE needs 'size' and 'counts'")
+    size = [int(v) for v in rle["size"]] if isinstance(rle["size"], Sequence) and len(rle["size"]) == 2 else None
+    if size != [height, width]:
+        raise ValueError(f"RLE size {rle['size']} differs from the image size [{height}, {width}]")
+    counts = rle["counts"]
+    try:
+        if isinstance(counts, list):
+            return mask_utils.frPyObjects({"size": size, "counts": counts}, height, width)
+        if isinstance(counts, str):
+            counts = counts.encode("ascii")
+    except (TypeError, ValueError, UnicodeEncodeError) as e:
+        raise ValueError(f"unreadable RLE: {e}") from None
+    if not isinstance(counts, bytes):
+        raise ValueError(f"RLE counts must be a string or a list of ints, got {type(counts).__name__}")
+    return {"size": size, "counts": counts}
+
+
+def segmentation_to_rle(segmentation: list | dict, height: int, width: int) -> dict[str, Any]:
+    """A COCO ``segmentation`` (polygons, uncompressed or compressed RLE) of an H x W image -> compressed RLE
+    ``{"size": [H, W], "counts": bytes}``. ValueError when it cannot be read as a mask of that size."""
+    if isinstance(segmentation, dict):
+        return rle_to_compressed(segmentation, height, width)
+    if not isinstance(segmentation, list):
+        raise ValueError(f"a segmentation is polygons (a list) or an RLE (a dict), not a {type(segmentation).__name__}")
+    try:
+        return polygons_to_rle(segmentation, height, width)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"unreadable polygons: {e}") from None
 
 
 def rle_to_bitmap(rle: dict[str, Any]) -> np.ndarray:
     """Compressed or uncompressed COCO RLE -> ndarray[H, W] bool."""
     height, width = rle["size"]
-    if isinstance(rle["counts"], list):
-        rle = mask_utils.frPyObjects(rle, height, width)
-    elif isinstance(rle["counts"], str):
-        rle = {"size": [height, width], "counts": rle["counts"].encode("ascii")}
-    return mask_utils.decode(rle).astype(bool)
+    return mask_utils.decode(rle_to_compressed(rle, height, width)).astype(bool)
+
+
+def polygons_to_bitmap(polygons: Sequence[Sequence[float] | np.ndarray], height: int, width: int) -> np.ndarray:
+    """COCO polygons of one instance -> ndarray[H, W] bool. Polygons that are not valid are passed over."""
+    return mask_utils.decode(polygons_to_rle(polygons, height, width)).astype(bool)
 
 
 def segmentation_to_bitmap(segmentation: list | dict, height: int, width: int) -> np.ndarray:
-    """A COCO ``segmentation`` field (polygons or RLE) -> ndarray[H, W] bool."""
-    if isinstance(segmentation, dict):
-        bitmap = rle_to_bitmap(segmentation)
-        if bitmap.shape != (height, width):
-            raise ValueError(f"RLE size {list(bitmap.shape)} differs from the image size {[height, width]}")
-        return bitmap
-    return polygons_to_bitmap(segmentation, height, width)
+    """A COCO ``segmentation`` field (polygons or RLE) -> ndarray[H, W] bool; ValueError for an RLE of another size."""
+    return mask_utils.decode(segmentation_to_rle(segmentation, height, width)).astype(bool)
 
 
 def bitmap_to_rle(bitmap: np.ndarray) -> dict[str, Any]:
@@ -54,6 +124,46 @@ def bitmap_to_rle(bitmap: np.ndarray) -> dict[str, Any]:
     rle = mask_utils.encode(np.asfortranarray(bitmap.astype(np.uint8)))
     rle["counts"] = rle["counts"].decode("ascii")
     return rle
+
+
+def rle_area(rle: dict[str, Any]) -> int:
+    """Set pixels of a compressed RLE (counts bytes, as ``segmentation_to_rle`` returns)."""
+    return int(mask_utils.area(rle))
+
+
+def rle_box(rle: dict[str, Any]) -> list[float]:
+    """Tight COCO box ``[x, y, w, h]`` around the set pixels of a compressed RLE (all 0 when it is empty)."""
+    return [float(v) for v in mask_utils.toBbox(rle)]
+
+
+def rle_boxes(rles: list[dict[str, Any]]) -> np.ndarray:
+    """``rle_box`` of each of D compressed RLEs -> ndarray[D, 4] float64 ``[x, y, w, h]``."""
+    return np.asarray(mask_utils.toBbox(rles), dtype=np.float64).reshape(-1, 4) if rles else np.zeros((0, 4))
+
+
+def ious(dt: list | np.ndarray, gt: list | np.ndarray, *, crowd: bool = False) -> np.ndarray:
+    """IoU of D detections with G ground-truth regions -> ndarray[D, G] float64; with ``crowd``, the intersection
+    over the detection's area instead (COCO's rule for crowd regions).
+
+    Both are compressed RLEs (lists), or both COCO boxes ``[x, y, w, h]`` (ndarray[D, 4] and ndarray[G, 4]).
+    """
+    if len(dt) == 0 or len(gt) == 0:
+        return np.zeros((len(dt), len(gt)))
+    if not isinstance(dt, list):
+        dt, gt = np.asarray(dt, dtype=np.float64), np.asarray(gt, dtype=np.float64)
+    return np.asarray(mask_utils.iou(dt, gt, [int(crowd)] * len(gt)), dtype=np.float64).reshape(len(dt), len(gt))
+
+
+def segmentation_box(segmentation: list[np.ndarray] | dict[str, Any], height: int, width: int) -> np.ndarray:
+    """Box (x1, y1, x2, y2) around an instance's valid polygons (their points' extent) or its compressed RLE (its
+    pixels), clipped to the H x W image -> ndarray[4] float32."""
+    if isinstance(segmentation, dict):
+        x, y, w, h = rle_box(segmentation)
+        box = np.array([x, y, x + w, y + h], dtype=np.float64)
+    else:
+        xy = np.concatenate([np.asarray(p, dtype=np.float64) for p in segmentation]).reshape(-1, 2)  # (P, 2)
+        box = np.concatenate([xy.min(axis=0), xy.max(axis=0)])
+    return np.clip(box, 0, [width, height, width, height]).astype(np.float32)
 
 
 def bitmap_to_box(bitmap: np.ndarray) -> list[float] | None:
@@ -66,6 +176,21 @@ def bitmap_to_box(bitmap: np.ndarray) -> list[float] | None:
     if len(xs) == 0:
         return None
     return [float(xs[0]), float(ys[0]), float(xs[-1] - xs[0] + 1), float(ys[-1] - ys[0] + 1)]
+
+
+def resize_bitmap(bitmap: np.ndarray, *, height: int, width: int) -> np.ndarray:
+    """ndarray[h, w] bool -> ndarray[height, width] bool, nearest neighbour with pixel centres aligned: destination
+    pixel i samples source pixel ``floor((i + 0.5) * h / height)``, in exact integer arithmetic.
+
+    >>> resize_bitmap(np.array([[1, 0]], bool), height=1, width=4).astype(int).tolist()
+    [[1, 1, 0, 0]]
+    """
+    h, w = bitmap.shape
+    if (h, w) == (height, width):
+        return bitmap
+    rows = ((2 * np.arange(height) + 1) * h) // (2 * height)
+    cols = ((2 * np.arange(width) + 1) * w) // (2 * width)
+    return bitmap[np.ix_(rows, cols)]
 
 
 def paste_masks(mask_probs: Tensor, boxes: Tensor, image_size: tuple[int, int], *, threshold: float = 0.5) -> Tensor:

@@ -7,7 +7,7 @@ from pathlib import Path
 from oi_server import MirrorServer
 
 from maskrcnn.data.openimages.download import download_openimages
-from maskrcnn.data.openimages.http import RetryPolicy
+from maskrcnn.http import RetryPolicy
 from maskrcnn.data.openimages.report import DownloadReport
 
 # A failure costs milliseconds, a stalled request 1 s.

@@ -8,6 +8,7 @@
 Faults: ``"500"`` (an HTTP 500), ``"drop"`` (headers announcing the full length, half the body, then the
 connection closed), ``"stall"`` (sleep ``stall_s`` before answering: a client timeout), ``"hang"`` (answer only
 when the server stops; sets ``hanging``). ``ranges=False`` makes it ignore Range headers like a plain server.
+It speaks HTTP/1.1 and keeps connections open between requests; ``connections`` counts those accepted.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class MirrorServer:
         self.ranges = ranges
         self.stall_s = stall_s
         self.bytes_sent = 0
+        self.connections = 0
         self.bytes_by_path: Counter[str] = Counter()
         self.log: list[list] = []  # [path, Range header, status] in order of arrival
         self.faults: list[Fault] = []
@@ -71,6 +73,7 @@ class MirrorServer:
     def reset_counters(self) -> None:
         with self._lock:
             self.bytes_sent = 0
+            self.connections = 0
             self.bytes_by_path.clear()
             self.log.clear()
 
@@ -111,6 +114,14 @@ class MirrorServer:
 
 def _make_handler(server: MirrorServer):
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: one connection serves many requests
+        disable_nagle_algorithm = True  # headers and body go out at once, not 40 ms apart
+
+        def setup(self) -> None:
+            super().setup()
+            with server._lock:
+                server.connections += 1
+
         def log_message(self, *args) -> None:  # quiet
             pass
 

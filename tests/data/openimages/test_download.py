@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from oi_fetch import FAST_RETRY, fetch
-from oi_mirror import UNSAFE_NAMES, Mirror
+from oi_mirror import UNSAFE_NAMES, Mirror, annotation_key, expected_instances
 from oi_server import MirrorServer
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
@@ -20,6 +20,7 @@ from pycocotools.coco import COCO
 import maskrcnn.data.openimages.download as download_module
 from maskrcnn.cli import main
 from maskrcnn.data.openimages.download import download_openimages
+from maskrcnn.data.openimages.layout import safe_image_id
 from maskrcnn.errors import UserError
 
 CAT, LIGHT = "/m/01yrx", "/m/015qff"
@@ -27,13 +28,13 @@ CAT, LIGHT = "/m/01yrx", "/m/015qff"
 
 def _chosen_by_rule(mirror: Mirror, mid: str, n: int, seed: int) -> set[str]:
     """The documented choice, computed independently: per class the n images with the smallest
-    blake2b(f"{seed}:{ImageID}") among those with an instance of that class."""
-    ids = sorted({i.image_id for i in mirror.instances if i.label == mid})
+    blake2b(f"{seed}:{ImageID}") among those with a mask of that class."""
+    ids = sorted({i.image_id for i in mirror.instances if i.label == mid and i.mask_path is not None})
     key = {i: hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=16).digest() for i in ids}
     return set(sorted(ids, key=lambda i: (key[i], i))[:n])
 
 
-def test_dataset_has_the_chosen_instances_with_correct_masks(mirror, server, tmp_path):
+def test_dataset_has_every_box_and_mask_of_the_chosen_images(mirror, server, tmp_path):
     report = fetch(server, tmp_path, max_images_per_class=4, seed=3)
     assert report.complete and not report.skipped
     coco = COCO(str(tmp_path / "annotations.json"))  # a standard COCO reader accepts it
@@ -44,38 +45,59 @@ def test_dataset_has_the_chosen_instances_with_correct_masks(mirror, server, tmp
     ]
     chosen = _chosen_by_rule(mirror, CAT, 4, 3) | _chosen_by_rule(mirror, LIGHT, 4, 3)
     assert {img["open_images_id"] for img in dataset["images"]} == chosen
-    # Every Cat / Traffic light instance of a chosen image, and nothing else.
-    expected = {(i.image_id, i.box_id): i for i in mirror.instances_of({CAT, LIGHT}) if i.image_id in chosen}
+    # Every Cat / Traffic light mask and box of a chosen image, and nothing else.
+    expected = expected_instances(mirror, {CAT: CAT, LIGHT: LIGHT}, chosen)
     images = {img["id"]: img for img in dataset["images"]}
-    got = {(images[a["image_id"]]["open_images_id"], a["open_images_box_id"]): a for a in dataset["annotations"]}
+    got = {annotation_key(dataset, a): a for a in dataset["annotations"]}
     assert got.keys() == expected.keys()
     assert report.images == len(chosen) and report.annotations == len(expected)
+    kinds = {kind for kind, *_ in got}
+    assert kinds == {"mask", "box"} and any(a["iscrowd"] for a in dataset["annotations"])
     for key, ann in got.items():
         inst = expected[key]
         img = images[ann["image_id"]]
         assert (img["width"], img["height"]) == mirror.image_sizes[inst.image_id]
         assert ann["category_id"] == (1 if inst.label == CAT else 2)
+        assert ann["iscrowd"] == int(inst.group_of)
+        if key[0] == "box":  # box-only: its box, as a polygon that COCO tools read, flagged
+            x, y, w, h = ann["bbox"]
+            assert ann["isbbox"] is True and ann["segmentation"] == [[x, y, x + w, y, x + w, y + h, x, y + h]]
+            assert ann["area"] == pytest.approx(w * h, abs=0.01)
+            continue
         rle = ann["segmentation"]
         bitmap = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()})
         assert np.array_equal(bitmap.astype(bool), inst.expected)  # resized to the image, nearest neighbour
         ys, xs = np.nonzero(inst.expected)
         assert ann["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]  # from the mask
-        assert ann["area"] == int(inst.expected.sum()) and ann["iscrowd"] == 0
+        assert ann["area"] == int(inst.expected.sum()) and "isbbox" not in ann
     for img in dataset["images"]:
         assert img["file_name"] == f"images/{img['open_images_id']}.jpg"
         local = (tmp_path / img["file_name"]).read_bytes()
         assert local == (mirror.img / "validation" / f"{img['open_images_id']}.jpg").read_bytes()
     assert len(coco.getAnnIds()) == len(expected)
-    # And the project's own training dataset reads it as it is.
+    # The counts in the report: masks found with no box row, boxes with no mask (the decoy is one of them).
+    in_chosen = [i for i in mirror.instances if i.image_id in chosen and i.label in (CAT, LIGHT)]
+    assert report.unmatched_masks == sum(1 for i in in_chosen if i.mask_path and i.box is None)
+    assert report.unmatched_boxes == sum(1 for i in in_chosen if i.box is not None and i.mask_path is None)
+    assert report.counts == {
+        "masks": sum(1 for k in got if k[0] == "mask"),
+        "box_only": sum(1 for a in got.values() if a.get("isbbox") and not a["iscrowd"]),
+        "group_of": sum(1 for a in got.values() if a["iscrowd"]),
+        "negative_images": 0,
+    }
+    assert f"{report.counts['box_only']} box-only instances, {report.counts['group_of']} group-of" in report.summary()
+    # And the project's own training dataset reads it as it is: box-only instances without a mask.
     from maskrcnn.data.coco import CocoDataset
 
     train_set = CocoDataset(tmp_path / "annotations.json")
     assert train_set.class_names == ["Cat", "Traffic light"] and len(train_set) == len(chosen)
-    image, target = train_set[0]
-    first = dataset["images"][0]
-    assert tuple(image.shape) == (3, first["height"], first["width"])
-    areas = sorted(a["area"] for a in dataset["annotations"] if a["image_id"] == first["id"])
-    assert sorted(int(m.sum()) for m in target["masks"]) == areas
+    for index, img in enumerate(dataset["images"]):
+        image, target = train_set[index]
+        assert tuple(image.shape) == (3, img["height"], img["width"])
+        own = [a for a in dataset["annotations"] if a["image_id"] == img["id"] and not a["iscrowd"]]
+        assert sorted(target["has_mask"].tolist()) == sorted(not a.get("isbbox") for a in own)
+        areas = sorted(a["area"] for a in own if not a.get("isbbox"))
+        assert sorted(int(m.sum()) for m, h in zip(target["masks"], target["has_mask"]) if h) == areas
 
 
 def test_fetches_far_less_than_the_mask_shards(mirror, server, tmp_path):
@@ -180,10 +202,9 @@ def test_corrupt_masks_and_unsafe_names_are_skipped(bad_mirror, tmp_path):
         report = fetch(server, out, classes=["Cat"])
     assert report.complete
     dataset = json.loads((out / "annotations.json").read_text())
-    images = {img["id"]: img["open_images_id"] for img in dataset["images"]}
-    got = {(images[a["image_id"]], a["open_images_box_id"]) for a in dataset["annotations"]}
-    good = {(i.image_id, i.box_id) for i in bad_mirror.instances_of({CAT}) if i.problem is None}
-    assert got == good
+    got = {annotation_key(dataset, a) for a in dataset["annotations"]}
+    chosen = {i.image_id for i in bad_mirror.instances if i.label == CAT and i.mask_path and safe_image_id(i.image_id)}
+    assert got == set(expected_instances(bad_mirror, {CAT: CAT}, chosen))
     text = "\n".join(report.skipped)
     reasons = {
         "corrupt-png": "corrupt mask PNG",
@@ -193,7 +214,10 @@ def test_corrupt_masks_and_unsafe_names_are_skipped(bad_mirror, tmp_path):
     }
     for problem, reason in reasons.items():
         inst = next(i for i in bad_mirror.instances if i.problem == problem)
-        assert f"mask {inst.mask_path}: {reason}" in text
+        line = next(m for m in report.skipped if m.startswith(f"mask {inst.mask_path}: {reason}"))
+        # An unusable mask whose object has a box row is kept as a box-only instance, the others are left out.
+        assert line.endswith("kept as box-only") == (inst.box is not None)
+    assert {i.problem for i in bad_mirror.instances if i.problem and i.box} == {"corrupt-png", "empty"}
     for name in UNSAFE_NAMES:
         assert f"MaskPath {name!r} is not a plain file name" in text
     assert "ImageID '../../evil-id' is not a plain file name" in text
@@ -229,9 +253,13 @@ def test_unreachable_servers_give_one_clear_message(server, tmp_path):
         download_openimages(classes=["Cat"], split="validation", output_dir=tmp_path / "a", annotations_url=dead,
                             retry=FAST_RETRY)  # fmt: skip
     message = str(e.value)
-    assert "v5/class-descriptions-boxable.csv" in message and "refused" in message and "--annotations-url" in message
+    assert "v5/class-descriptions-boxable.csv" in message and "refused" in message
+    # the argument to change, which the CLI names by its flag
+    assert e.value.argument == "annotations_url" and "set annotations_url to a mirror" in message
     with pytest.raises(UserError) as e:  # annotations fine, images host dead
         download_openimages(classes=["Cat"], split="validation", output_dir=tmp_path / "c",
                             annotations_url=server.url + "ann/", images_url=dead, retry=FAST_RETRY,
                             workers=2)  # fmt: skip
-    assert "cannot download images from 127.0.0.1" in str(e.value) and "--images-url" in str(e.value)
+    assert "cannot download images from 127.0.0.1" in str(e.value) and e.value.argument == "images_url"
+    expected = "set --images-url to a mirror laid out as URL/validation/<ImageID>.jpg"
+    assert e.value.naming("--images-url").endswith(expected)

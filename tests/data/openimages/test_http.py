@@ -6,7 +6,7 @@ import socket
 import pytest
 from oi_server import MirrorServer
 
-from maskrcnn.data.openimages.http import FetchError, HttpClient, RetryPolicy
+from maskrcnn.http import FetchError, HttpClient, RetryPolicy
 
 FAST = RetryPolicy(attempts=4, backoff_s=0.01, timeout_s=1.0)
 
@@ -109,3 +109,44 @@ def test_content_that_fails_its_check_is_retried_then_reported(files):
 
         with pytest.raises(FetchError, match=r"invalid content \(truncated image\) after 4 tries"):
             http.get(server.url + "blob.bin", validate=never)
+
+
+def test_range_reads_reuse_one_kept_alive_connection(files):
+    root, data = files
+    with MirrorServer(root) as server:
+        http = HttpClient(policy=FAST)
+        for start in range(0, 300_000, 10_000):
+            assert http.get(server.url + "blob.bin", byte_range=(start, start + 100)) == data[start : start + 100]
+        assert server.requests == 30 and server.connections == 1
+
+
+def test_download_from_a_server_without_range_support_starts_over(files, tmp_path):
+    root, data = files
+    with MirrorServer(root, ranges=False) as server:
+        server.inject("blob", "drop", times=1)
+        target = tmp_path / "blob.bin"
+        assert HttpClient(policy=FAST).download(server.url + "blob.bin", target) == len(data)
+        assert target.read_bytes() == data
+        assert [status for _, _, status in server.log] == [200, 200]  # the Range retry got the whole file again
+
+
+def test_download_keeps_a_partial_file_for_the_next_call(files, tmp_path):
+    root, data = files
+    target = tmp_path / "blob.bin"
+    with MirrorServer(root) as server:
+        server.inject("blob", "drop", times=2)
+        with pytest.raises(FetchError, match="closed early"):
+            HttpClient(policy=RetryPolicy(attempts=2, backoff_s=0.01, timeout_s=1.0)).download(
+                server.url + "blob.bin", target, keep_partial=True)  # fmt: skip
+        part = tmp_path / "blob.bin.part"
+        kept = part.stat().st_size
+        assert kept == len(data) // 2 + (len(data) - len(data) // 2) // 2 and not target.exists()
+        server.reset_counters()
+        assert HttpClient(policy=FAST).download(server.url + "blob.bin", target, keep_partial=True) == len(data)
+        assert target.read_bytes() == data and not part.exists()
+        assert server.log == [["/blob.bin", f"bytes={kept}-", 206]] and server.bytes_sent == len(data) - kept
+        # A partial file longer than the remote one (it changed): the server cannot serve the rest, start over.
+        part.write_bytes(data + b"stale")
+        server.reset_counters()
+        assert HttpClient(policy=FAST).download(server.url + "blob.bin", target, keep_partial=True) == len(data)
+        assert target.read_bytes() == data and [s for _, _, s in server.log] == [416, 200]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from oi_server import MirrorServer
 
-from maskrcnn.data.openimages.http import HttpClient, RangeNotHonoured, RetryPolicy
+from maskrcnn.http import HttpClient, RangeNotHonoured, RetryPolicy
 from maskrcnn.data.openimages.remote_zip import (
     CorruptMember,
     FileSource,

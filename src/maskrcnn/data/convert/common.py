@@ -1,4 +1,4 @@
-"""What the converters share: image sizes from file headers, polygon clipping, placing images into the output, and
+"""What the converters share: polygon clipping, placing images into the output, and
 building and writing the COCO json.
 
 Polygons here are ndarray[P, 2] float64 (x, y) in absolute pixels; COCO writes them flat, ``[x1, y1, x2, y2, ...]``.
@@ -14,37 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
-from pycocotools import mask as mask_utils
 
 from maskrcnn.errors import UserError
 from maskrcnn.io import atomic_write_json
+from maskrcnn.structures.masks import MIN_POLYGON_POINTS, polygon_area, polygons_to_rle, rle_area
 
-_EXIF_ORIENTATION = 274
-_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) of an image as ``read_image`` will return it (EXIF rotation applied), from its header only.
-
-    Raises ``UserError`` naming the file when it cannot be opened as an image.
-    """
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if image.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSING_ORIENTATIONS:
-                width, height = height, width
-    except FileNotFoundError:
-        raise UserError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise UserError(f"cannot read image {path}: {e}") from None
-    return width, height
-
-
-def polygon_area(points: np.ndarray) -> float:
-    """Area enclosed by a polygon ndarray[P, 2] (shoelace formula), whatever its orientation."""
-    x, y = points[:, 0], points[:, 1]
-    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
 def clip_polygon(points: np.ndarray, width: float, height: float) -> np.ndarray:
@@ -83,16 +57,17 @@ def instance_from_polygons(
     as COCO counts it) and ``bbox`` ``[x, y, w, h]`` (extent of the clipped polygons).
     """
     for polygon in polygons:
-        if len(polygon) < 3:
-            return None, f"polygon has {len(polygon)} point{'s' if len(polygon) != 1 else ''} (need 3)"
+        if len(polygon) < MIN_POLYGON_POINTS:
+            points = f"{len(polygon)} point{'s' if len(polygon) != 1 else ''}"
+            return None, f"polygon has {points} (need {MIN_POLYGON_POINTS})"
     clipped = [clip_polygon(p, width, height) for p in polygons]
-    clipped = [p for p in clipped if len(p) >= 3 and polygon_area(p) > 0]
+    clipped = [p for p in clipped if len(p) >= MIN_POLYGON_POINTS and polygon_area(p) > 0]
     if not clipped:
         if all(polygon_area(p) == 0 for p in polygons):
             return None, "polygon has zero area"
         return None, f"polygon lies outside the {width}x{height} image"
     segmentation = [[round(v, 2) for v in p.ravel().tolist()] for p in clipped]  # 1/100 pixel is plenty
-    area = int(mask_utils.area(mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))))
+    area = rle_area(polygons_to_rle(segmentation, height, width))
     if area == 0:
         return None, "polygon covers no pixel"
     xy = np.concatenate(clipped)
@@ -128,6 +103,15 @@ def place_image(source: Path, destination: Path) -> None:
         raise
 
 
+def add_image(images: list[dict], source: Path, output_dir: Path, output_name: str, *, width: int, height: int) -> int:
+    """Place ``source`` at ``output_dir/output_name`` (``place_image``) and append its COCO entry to ``images`` -> its
+    image id (1, 2, ... in order)."""
+    image_id = len(images) + 1
+    place_image(source, output_dir / output_name)
+    images.append({"id": image_id, "file_name": output_name, "width": width, "height": height})
+    return image_id
+
+
 def write_coco(
     output_dir: Path,
     *,
@@ -150,13 +134,3 @@ def write_coco(
     atomic_write_json(path, data)
     return path
 
-
-def check_output_dir(output_dir: Path) -> Path:
-    output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise UserError(f"output is not a folder: {output_dir}")
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create the output folder {output_dir}: {e}") from None
-    return output_dir

@@ -16,30 +16,25 @@ Class of a region, by one rule:
    via_region_data.json`` gives the class ``balloon``.
 Category ids are 1..K in the alphabetical order of the class names.
 
-Images are looked up as ``--images/filename``, else beside the json, else in its ``images/`` subfolder; their size
-comes from the file header (VIA does not store it). Every image of the json that is found is written, with or
+Each image is looked up as ``images_dir/filename``, else in the first of the json's folder and its ``images/`` and
+``JPEGImages/`` subfolders that holds it (``data.images.image_folders``); its size comes from the file header (VIA does not store it). Every image of the json that is found is written, with or
 without regions (images without objects teach background). Skipped items are reported as
 ``FILE: 'KEY' region N: reason`` (or ``FILE: 'KEY': reason`` for a whole image).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
-from maskrcnn.data.convert.common import (
-    check_output_dir,
-    image_size,
-    instance_from_polygons,
-    place_image,
-    write_coco,
-)
+from maskrcnn.data.convert.common import add_image, instance_from_polygons, write_coco
 from maskrcnn.data.convert.report import ConvertReport
+from maskrcnn.data.images import checked_images_dir, image_folders, image_size
 from maskrcnn.errors import UserError
+from maskrcnn.io import output_folder, read_json
 
 SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "testing", "trainval", "dev"})
 CLASS_ATTRIBUTES = ("class", "label", "category", "name", "type")
@@ -73,13 +68,7 @@ def dataset_class_name(json_path: Path) -> str:
 
 
 def _read_entries(json_path: Path) -> dict[str, Any]:
-    try:
-        with open(json_path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{json_path} is not valid json: {e.msg} at line {e.lineno} column {e.colno}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read {json_path}: {e}") from None
+    data = read_json(json_path, what="VIA json")
     if isinstance(data, dict) and isinstance(data.get("_via_img_metadata"), dict):
         return data["_via_img_metadata"]  # VIA 2 project file
     if isinstance(data, dict) and {"project", "file", "metadata"} <= data.keys():
@@ -205,14 +194,13 @@ def _convert_region(
 def convert_via(input: Path, output_dir: Path, *, images_dir: Path | None = None) -> ConvertReport:
     """Convert a VIA json (or its folder) into ``output_dir/annotations.json`` + ``output_dir/images/``.
 
-    Bad regions and missing images are skipped and listed in the report's ``skipped``; the rest converts.
+    Bad regions and missing images are skipped and listed in the report's ``skipped``; the rest converts. Raises
+    ``UserError`` when no image at all could be used.
     """
     json_path = find_via_json(input)
     entries = _read_entries(json_path)
-    if images_dir is not None and not Path(images_dir).is_dir():
-        raise UserError(f"images folder not found: {images_dir}")
-    output_dir = check_output_dir(output_dir)
-    folders = [Path(images_dir)] if images_dir is not None else [json_path.parent, json_path.parent / "images"]
+    folders = [checked_images_dir(images_dir)] if images_dir is not None else image_folders(json_path)
+    output_dir = output_folder(output_dir)
     class_attribute = _class_attribute(entries)
     default_class = dataset_class_name(json_path)
     report = ConvertReport(output=output_dir)
@@ -240,10 +228,7 @@ def convert_via(input: Path, output_dir: Path, *, images_dir: Path | None = None
         except UserError as e:
             report.skipped.append(f"{where}: {key!r}: {e}{lost}")
             continue
-        image_id = len(images) + 1
-        output_name = _output_name(file_name)
-        place_image(source, output_dir / output_name)
-        images.append({"id": image_id, "file_name": output_name, "width": width, "height": height})
+        image_id = add_image(images, source, output_dir, _output_name(file_name), width=width, height=height)
         for index, region in regions:
             converted = _convert_region(region, class_attribute, default_class, width, height)
             if isinstance(converted, str):
@@ -251,6 +236,10 @@ def convert_via(input: Path, output_dir: Path, *, images_dir: Path | None = None
             else:
                 instances.append((image_id, *converted))
 
+    if by_file and not images:  # converting nothing is not a success
+        looked = " or ".join(str(f) for f in folders)
+        raise UserError(f"none of the {len(by_file)} images of {json_path} could be used (looked in {looked}); "
+                        f"first: {report.skipped[0]}")  # fmt: skip
     names = sorted({name for _, name, _ in instances} | ({default_class} if class_attribute is None else set()))
     category_of = {name: i + 1 for i, name in enumerate(names)}
     annotations = [

@@ -31,16 +31,11 @@ import numpy as np
 import yaml
 
 from maskrcnn.data.coco_classes import COCO_CATEGORIES
-from maskrcnn.data.convert.common import (
-    check_output_dir,
-    image_size,
-    instance_from_polygons,
-    place_image,
-    write_coco,
-)
+from maskrcnn.data.convert.common import add_image, instance_from_polygons, write_coco
 from maskrcnn.data.convert.report import ConvertReport
-from maskrcnn.data.images import IMAGE_SUFFIXES
-from maskrcnn.errors import UserError
+from maskrcnn.data.images import IMAGE_SUFFIXES, checked_images_dir, image_size
+from maskrcnn.errors import ArgumentError, UserError
+from maskrcnn.io import output_folder
 
 NAMES_FILES = ("data.yaml", "dataset.yaml")
 CLASSES_TXT = "classes.txt"
@@ -65,9 +60,11 @@ def locate_folders(input: Path, images_dir: Path | None = None) -> tuple[Path, P
         else:
             images_root = input
     if images_dir is not None:
-        images_root = Path(images_dir)
+        return labels_root, checked_images_dir(images_dir)
     if not images_root.is_dir():
-        raise UserError(f"images folder not found: {images_root} (the images of {labels_root}; give it with --images)")
+        raise ArgumentError(
+            "images_dir", f"images folder not found: {images_root} (the images of {labels_root}; give it as {{arg}})"
+        )
     return labels_root, images_root
 
 
@@ -175,7 +172,7 @@ def convert_yolo_seg(
     else:
         names = read_names(names_file)
         category_ids = list(range(1, len(names) + 1))
-    output_dir = check_output_dir(output_dir)
+    output_dir = output_folder(output_dir)
     report = ConvertReport(output=output_dir)
     shown_root = input.resolve().parent
 
@@ -207,10 +204,8 @@ def convert_yolo_seg(
         except UserError as e:
             report.skipped.append(f"{shown(label_file or image_file)}: {e}")
             continue
-        image_id = len(images) + 1
         output_name = "images/" + image_file.relative_to(images_root).as_posix()
-        place_image(image_file, output_dir / output_name)
-        images.append({"id": image_id, "file_name": output_name, "width": width, "height": height})
+        image_id = add_image(images, image_file, output_dir, output_name, width=width, height=height)
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue

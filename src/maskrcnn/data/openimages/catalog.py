@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from maskrcnn.errors import UserError
+from maskrcnn.errors import ArgumentError, UserError
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,8 @@ def resolve_classes(
         if found not in chosen:
             chosen.append(found)
     if not chosen:
-        raise UserError("no class given: pass --classes, e.g. --classes \"Cat,Traffic light\"")
+        raise ArgumentError("classes", "no class given: {arg} names none; give DisplayNames or MIDs, such as Cat or "
+                            "Traffic light")  # fmt: skip
     return chosen
 
 

@@ -1,14 +1,17 @@
 """Download Open Images JPEGs in parallel into ``DIR/images/<ImageID>.jpg``, skipping the ones already there.
 
-An image is written only once it has arrived whole and decodes (an atomic rename), so a file present in
-``DIR/images`` is complete and is never fetched again. A download that still fails after the retries is reported
-in ``ImageFetch.failed`` and the others go on; when the first several fail without any answer from the host and
-none succeeded, the host is taken to be unreachable and a ``UserError`` stops the run.
+An image is streamed to a temporary file and renamed into place only once it has arrived whole and decodes, so a
+file present in ``DIR/images`` is complete and is never fetched again. An image larger than ``MAX_IMAGE_BYTES``
+(50 MiB; Open Images JPEGs are a few MiB at most) is refused, without reading it when the server announces its size,
+so a broken or hostile mirror costs at most that much disk and a chunk of memory per worker.
+
+A download that still fails after the retries is reported in ``ImageFetch.failed`` and the others go on; when the
+first several fail without any answer from the host and none succeeded, the host is taken to be unreachable and a
+``UserError`` stops the run.
 """
 
 from __future__ import annotations
 
-import io
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,13 +19,13 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from maskrcnn.data.openimages.coco_writer import image_size
-from maskrcnn.data.openimages.http import FetchError, HttpClient, host_of
+from maskrcnn.data.images import image_size
 from maskrcnn.data.openimages.layout import image_path, image_url
-from maskrcnn.errors import UserError
-from maskrcnn.io import atomic_write_bytes
+from maskrcnn.errors import ArgumentError, UserError
+from maskrcnn.http import FetchError, HttpClient, host_of
 
 UNREACHABLE_AFTER = 3  # this many failures without any HTTP answer, and no success: stop
+MAX_IMAGE_BYTES = 50 << 20
 
 
 @dataclass
@@ -74,9 +77,10 @@ def fetch_images(
                 result.failed[image_id] = str(e)
                 unreachable += e.unreachable
                 if unreachable >= UNREACHABLE_AFTER and result.fetched == 0:
-                    raise UserError(
-                        f"cannot download images from {host_of(e.url)}: {e.reason}. Check the network, or pass "
-                        f"--images-url to use a mirror laid out as {{url}}/{split}/<ImageID>.jpg"
+                    raise ArgumentError(
+                        "images_url",
+                        f"cannot download images from {host_of(e.url)}: {e.reason}. Check the network, or set "
+                        f"{{arg}} to a mirror laid out as URL/{split}/<ImageID>.jpg",
                     ) from None
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
@@ -89,17 +93,21 @@ def _existing_size(path: Path) -> tuple[int, int] | None:
         return None
     try:
         return image_size(path)
-    except (OSError, ValueError, SyntaxError):
+    except UserError:
         return None  # not an image (written by someone else?): fetch it again
 
 
 def _fetch_one(http: HttpClient, url: str, path: Path) -> tuple[int, int]:
-    def check(body: bytes) -> None:
-        try:
-            with Image.open(io.BytesIO(body)) as image:
-                image.load()
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-            raise ValueError(f"not a decodable image: {e}") from None
-
-    atomic_write_bytes(path, http.get(url, validate=check))
+    http.download(url, path, max_bytes=MAX_IMAGE_BYTES, validate=_check_image)
     return image_size(path)
+
+
+def _check_image(path: Path) -> None:
+    """ValueError unless ``path`` decodes whole (a JPEG at 1/8 scale: every byte is still read and checked, in a
+    64th of the memory)."""
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+            image.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"not a decodable image: {e}") from None

@@ -6,12 +6,19 @@ Remote layout (the defaults; a mirror given by ``--annotations-url`` / ``--image
 - ``{annotations}v5/classes-segmentation.txt``                  one MID a line (350 classes with masks)
 - ``{annotations}v5/{split}-annotations-object-segmentation.csv``
 - ``{annotations}v5/{split}-masks/{split}-masks-{s}.zip``       s = first hex digit of the ImageID, 0-9 a-f
+- ``{annotations}v5/{validation,test}-annotations-bbox.csv``,
+  ``{annotations}v6/oidv6-train-annotations-bbox.csv``           every box (train: 14.6M rows, 2.2 GB; streamed)
+- ``{annotations}v5/{split}-annotations-human-imagelabels-boxable.csv``  verified image-level labels
+- ``{annotations}2018_04/bbox_labels_600_hierarchy.json``        the class hierarchy
 - ``{images}{split}/{ImageID}.jpg``
 
 Local layout of an output folder DIR:
 
 - ``DIR/annotations.json``, ``DIR/images/{ImageID}.jpg``      the COCO dataset
 - ``DIR/.openimages/v5/...``                                   annotation files, as on the server (cache)
+- ``DIR/.openimages/boxes/{split}-{key}.csv``                   the box CSV's rows of the chosen images (key: the
+                                                                 choice's hash), and ``.part`` + ``.progress`` while
+                                                                 the stream is under way
 - ``DIR/.openimages/masks/{split}/{MaskPath}``                 mask PNGs read out of the shard zips (cache)
 - ``DIR/.openimages/masks/{split}/{MaskPath}.bad``             why that mask is unusable (a corrupt member, ...)
 
@@ -31,6 +38,7 @@ SHARDS = "0123456789abcdef"
 
 CLASS_DESCRIPTIONS = "v5/class-descriptions-boxable.csv"
 SEGMENTATION_CLASSES = "v5/classes-segmentation.txt"
+HIERARCHY = "2018_04/bbox_labels_600_hierarchy.json"
 
 CACHE_DIR = ".openimages"
 
@@ -46,6 +54,16 @@ def base_url(url: str) -> str:
 def segmentation_csv(split: str) -> str:
     """Relative path of a split's segmentation CSV, e.g. ``v5/validation-annotations-object-segmentation.csv``."""
     return f"v5/{split}-annotations-object-segmentation.csv"
+
+
+def box_csv(split: str) -> str:
+    """Relative path of a split's box CSV: the train one is V6's (``v6/oidv6-train-annotations-bbox.csv``)."""
+    return "v6/oidv6-train-annotations-bbox.csv" if split == "train" else f"v5/{split}-annotations-bbox.csv"
+
+
+def labels_csv(split: str) -> str:
+    """Relative path of a split's verified image-level labels of the boxable classes."""
+    return f"v5/{split}-annotations-human-imagelabels-boxable.csv"
 
 
 def mask_shard(split: str, shard: str) -> str:
@@ -75,6 +93,10 @@ def safe_mask_name(name: str) -> bool:
 
 def cache_root(output_dir: Path) -> Path:
     return output_dir / CACHE_DIR
+
+
+def box_cache_dir(output_dir: Path) -> Path:
+    return output_dir / CACHE_DIR / "boxes"
 
 
 def mask_cache_dir(output_dir: Path, split: str) -> Path:

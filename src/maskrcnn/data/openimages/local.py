@@ -9,11 +9,15 @@ For people who downloaded the files themselves. INPUT is a folder; the files are
   to name the categories (without it classes are given and named by MID);
 - the mask PNGs named as in the CSV's MaskPath (``<ImageID>_<label>_<BoxID>.png``), either extracted (any folder)
   or still inside the shard zips ``{split}-masks-{0-9a-f}.zip``;
-- the images ``<ImageID>.jpg`` (any folder, e.g. ``validation/``).
+- the images ``<ImageID>.jpg`` (any folder, e.g. ``validation/``);
+- optionally the box CSV (``{split}-annotations-bbox.csv``, ``oidv6-train-annotations-bbox.csv``), the verified
+  labels (``{split}-annotations-human-imagelabels-boxable.csv``) and the class hierarchy
+  (``bbox_labels_600_hierarchy.json``): with them the dataset has every box of the classes (box-only instances,
+  group-of regions) and each image's verified labels, as ``download`` writes it; without, only the masks.
 
 Output: ``OUTPUT/annotations.json`` and ``OUTPUT/images/<ImageID>.jpg`` (copies), in the same COCO form as
-``maskrcnn openimages download`` writes (see ``coco_writer``). All images of the CSV with an instance of the
-chosen classes (all classes when none are given) are converted; instances whose image or mask is missing or
+``maskrcnn openimages download`` writes (see ``coco_writer``). All images of the segmentation CSV with an instance
+of the chosen classes (all classes when none are given) are converted; instances whose image or mask is missing or
 unreadable are skipped and listed.
 
     INPUT/
@@ -28,20 +32,30 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from maskrcnn.data.convert.report import ConvertReport
+from maskrcnn.data.openimages.box_csv import BoxRow, filter_box_file, read_box_rows
 from maskrcnn.data.openimages.catalog import OpenImagesClass, read_class_descriptions, resolve_classes
-from maskrcnn.data.openimages.coco_writer import build_dataset, image_size
+from maskrcnn.data.images import image_size
+from maskrcnn.data.openimages.coco_writer import build_dataset
 from maskrcnn.data.openimages.csv_filter import MaskRow, filter_segmentation_csv, scan_rows
+from maskrcnn.data.openimages.hierarchy import read_hierarchy
+from maskrcnn.data.openimages.image_labels import read_verified_labels
+from maskrcnn.data.openimages.instances import plan_instances
 from maskrcnn.data.openimages.layout import SPLITS, shard_of
 from maskrcnn.data.openimages.remote_zip import CorruptMember, FileSource, ZipEntry, ZipFormatError, ZipReader
-from maskrcnn.errors import UserError
+from maskrcnn.errors import ArgumentError, UserError
 from maskrcnn.io import atomic_open, atomic_write_json
 
 _CSV = re.compile(r"(train|validation|test)-annotations-object-segmentation\.csv")
 _SHARD = re.compile(r"(train|validation|test)-masks-([0-9a-f])\.zip")
+_BOXES = re.compile(r"(?:oidv[67]-)?(train|validation|test)-annotations-bbox\.csv")
+_LABELS = re.compile(r"(?:oidv[67]-)?(train|validation|test)-annotations-human-imagelabels(?:-boxable)?\.csv")
+_HIERARCHY = "bbox_labels_600_hierarchy.json"
 
 
 def convert_openimages(
@@ -53,21 +67,30 @@ def convert_openimages(
     CSV, ordered by name). ``split``: which CSV when several are present (None: the only one).
     """
     if not input.is_dir():
-        raise UserError(f"--format openimages expects a folder of Open Images files, got {input}")
+        raise UserError(f"Open Images files are converted from a folder; {input} is not one")
     if split is not None and split not in SPLITS:
         raise UserError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
-    csvs, descriptions, shards = _find_annotation_files(input, skip=output_dir)
-    csv_path, split = _pick_csv(csvs, split, input)
-    names = read_class_descriptions(descriptions[0]) if descriptions else {}
-    chosen = _choose_classes(classes, names=names, csv_path=csv_path, has_descriptions=bool(descriptions))
+    files = _find_annotation_files(input, skip=output_dir)
+    csv_path, split = _pick_csv(files.csvs, split, input)
+    names = read_class_descriptions(files.descriptions[0]) if files.descriptions else {}
+    chosen = _choose_classes(classes, names=names, csv_path=csv_path, has_descriptions=bool(files.descriptions))
+    mids = [c.mid for c in chosen]
+    hierarchy = read_hierarchy(files.hierarchy, known=names or None) if files.hierarchy else None
+    subclasses = sorted({d for m in mids for d in hierarchy.descendants.get(m, ())} - set(mids)) if hierarchy else []
 
     skipped: list[str] = []
     rows = filter_segmentation_csv(
-        csv_path, labels=[c.mid for c in chosen], max_images_per_class=None, seed=0, problems=skipped
+        csv_path, labels=mids, max_images_per_class=None, seed=0, problems=skipped, extra_labels=subclasses
     )
     if not rows:
         raise UserError(f"no instances of {', '.join(c.name for c in chosen)} in {csv_path}")
     image_ids = {row.image_id for row in rows}
+    boxes = _box_rows(files.boxes.get(split), image_ids=image_ids, labels=[*mids, *subclasses], problems=skipped)
+    labels_path = files.labels.get(split)
+    labels = None
+    if labels_path is not None:
+        labels = read_verified_labels(labels_path, classes=mids, hierarchy=hierarchy, source=labels_path.name,
+                                      problems=skipped)  # fmt: skip
     masks = {row.mask_path for row in rows}
     image_files, mask_files = _find_files(input, skip=output_dir, image_ids=image_ids, masks=masks)
 
@@ -79,17 +102,19 @@ def convert_openimages(
             continue
         try:
             sizes[image_id] = image_size(source)
-        except (OSError, ValueError, SyntaxError) as e:
-            skipped.append(f"image {source}: unreadable ({e}), its instances skipped")
+        except UserError as e:
+            skipped.append(f"{e}, its instances skipped")
             continue
         _copy(source, output_dir / "images" / f"{image_id}.jpg")
 
-    read_mask = _MaskSource(mask_files, shards.get(split, {}), [r for r in rows if r.mask_path not in mask_files])
+    read_mask = _MaskSource(mask_files, files.shards.get(split, {}), [r for r in rows if r.mask_path not in mask_files])
     info = {"description": f"Open Images instance segmentation, converted from {csv_path.name}", "split": split,
             "classes": [c.name for c in chosen]}  # fmt: skip
+    plan = plan_instances(rows, boxes, classes=mids, hierarchy=hierarchy)
     dataset, build_skipped = build_dataset(
-        rows, classes=chosen, image_sizes=sizes, read_mask=read_mask, info=info, workers=2
-    )
+        plan, classes=chosen, image_ids=image_ids, image_sizes=sizes, read_mask=read_mask, info=info, labels=labels,
+        workers=2,
+    )  # fmt: skip
     atomic_write_json(output_dir / "annotations.json", dataset)
     return ConvertReport(
         output=output_dir / "annotations.json",
@@ -100,23 +125,47 @@ def convert_openimages(
     )
 
 
-def _find_annotation_files(
-    root: Path, *, skip: Path
-) -> tuple[dict[str, list[Path]], list[Path], dict[str, dict[str, Path]]]:
-    """-> ({split: CSVs}, class-description CSVs, {split: {shard: zip}}), found anywhere under ``root``."""
-    csvs: dict[str, list[Path]] = defaultdict(list)
-    descriptions: list[Path] = []
-    shards: dict[str, dict[str, Path]] = defaultdict(dict)
+@dataclass
+class _Files:
+    """The annotation files found under the input folder (the first of each kind, in sorted walk order)."""
+
+    csvs: dict[str, list[Path]] = field(default_factory=lambda: defaultdict(list))  # split -> segmentation CSVs
+    descriptions: list[Path] = field(default_factory=list)
+    shards: dict[str, dict[str, Path]] = field(default_factory=lambda: defaultdict(dict))  # split -> shard -> zip
+    boxes: dict[str, Path] = field(default_factory=dict)  # split -> box CSV
+    labels: dict[str, Path] = field(default_factory=dict)  # split -> labels CSV
+    hierarchy: Path | None = None
+
+
+def _find_annotation_files(root: Path, *, skip: Path) -> _Files:
+    """The annotation files anywhere under ``root`` (see the module doc for their names)."""
+    files = _Files()
     for path in _walk(root, skip=skip):
         name = path.name
         if m := _CSV.fullmatch(name):
-            csvs[m.group(1)].append(path)
+            files.csvs[m.group(1)].append(path)
         elif "class-descriptions" in name and name.endswith(".csv"):
-            descriptions.append(path)
+            files.descriptions.append(path)
         elif m := _SHARD.fullmatch(name):
-            shards[m.group(1)].setdefault(m.group(2), path)
-    descriptions.sort(key=lambda p: (p.name != "class-descriptions-boxable.csv", str(p)))
-    return csvs, descriptions, shards
+            files.shards[m.group(1)].setdefault(m.group(2), path)
+        elif m := _BOXES.fullmatch(name):
+            files.boxes.setdefault(m.group(1), path)
+        elif m := _LABELS.fullmatch(name):
+            files.labels.setdefault(m.group(1), path)
+        elif name == _HIERARCHY and files.hierarchy is None:
+            files.hierarchy = path
+    files.descriptions.sort(key=lambda p: (p.name != "class-descriptions-boxable.csv", str(p)))
+    return files
+
+
+def _box_rows(path: Path | None, *, image_ids: set[str], labels: list[str], problems: list[str]) -> list[BoxRow]:
+    """The rows of ``labels`` in ``image_ids`` of the box CSV at ``path`` (none without one), read by streaming it
+    through a temporary file of the images' rows."""
+    if path is None:
+        return []
+    with tempfile.TemporaryDirectory(prefix="maskrcnn-oi-boxes-") as tmp:
+        stream = filter_box_file(path, Path(tmp) / "boxes.csv", image_ids=image_ids)
+        return read_box_rows(stream.path, labels=labels, source=path.name, problems=problems)
 
 
 def _pick_csv(csvs: dict[str, list[Path]], split: str | None, root: Path) -> tuple[Path, str]:
@@ -125,7 +174,8 @@ def _pick_csv(csvs: dict[str, list[Path]], split: str | None, root: Path) -> tup
     if split is None:
         if len(csvs) > 1:
             found = ", ".join(sorted(csvs))
-            raise UserError(f"segmentation CSVs of several splits under {root} ({found}): pass --split")
+            raise ArgumentError("split", f"segmentation CSVs of several splits under {root} ({found}): choose one "
+                                "with {arg}")  # fmt: skip
         (split,) = csvs
     if split not in csvs:
         found = ", ".join(sorted(csvs))

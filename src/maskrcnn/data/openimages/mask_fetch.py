@@ -23,7 +23,6 @@ from tqdm import tqdm
 
 from maskrcnn.data.openimages.coco_writer import decode_mask_png
 from maskrcnn.data.openimages.csv_filter import MaskRow
-from maskrcnn.data.openimages.http import FetchError, HttpClient, RangeNotHonoured, host_of
 from maskrcnn.data.openimages.layout import base_url, cache_root, mask_cache_dir, mask_shard, shard_of
 from maskrcnn.data.openimages.remote_zip import (
     CorruptMember,
@@ -33,7 +32,8 @@ from maskrcnn.data.openimages.remote_zip import (
     ZipFormatError,
     ZipReader,
 )
-from maskrcnn.errors import UserError
+from maskrcnn.errors import ArgumentError
+from maskrcnn.http import FetchError, HttpClient, RangeNotHonoured, host_of
 from maskrcnn.io import atomic_write_bytes
 
 UNREACHABLE_AFTER = 3
@@ -138,9 +138,10 @@ class _UnreachableGuard:
         if isinstance(error, FetchError) and error.unreachable:
             self.count += 1
             if self.count >= UNREACHABLE_AFTER and done == 0:
-                raise UserError(
-                    f"cannot download masks from {host_of(error.url)}: {error.reason}. Check the network, or pass "
-                    "--annotations-url to use a mirror with the same v5/ layout"
+                raise ArgumentError(
+                    "annotations_url",
+                    f"cannot download masks from {host_of(error.url)}: {error.reason}. Check the network, or set "
+                    "{arg} to a mirror with the same v5/ layout",
                 )
 
 

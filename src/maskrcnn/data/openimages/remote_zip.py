@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from maskrcnn.data.openimages.http import HttpClient
+from maskrcnn.http import HttpClient
 from maskrcnn.io import atomic_write_bytes
 
 _EOCD = struct.Struct("<4s4H2IH")  # signature, disk, cd disk, entries here, entries, cd size, cd offset, comment len
