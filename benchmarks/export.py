@@ -95,7 +95,7 @@ def main() -> None:
         matched = total = 0
         ious: list[float] = []
         for i in range(len(arrays)):
-            m, t, iou = match_detections(last[ours_name, i], last[name, i])
+            m, t, iou, _ = match_detections(last[ours_name, i], last[name, i])
             matched, total, ious = matched + m, total + t, ious + iou
         print(f"  {name} vs pytorch detections: matched {matched}/{total}, worst mask IoU {min(ious):.4f}, "
               f"{sum(i > 0.98 for i in ious)}/{len(ious)} matched masks with IoU > 0.98, median {common.median(ious):.4f}")

@@ -65,7 +65,7 @@ def inference(runs: int) -> None:
     matched = total = 0
     worst = 1.0
     for image in images:
-        m, t, ious = match_detections(run_torchvision(image), run_ours(image))
+        m, t, ious, _ = match_detections(run_torchvision(image), run_ours(image))
         matched, total, worst = matched + m, total + t, min([worst, *ious])
     print(f"parity on the GPU: {matched}/{total} detections matched, worst mask IoU {worst:.4f}")
 

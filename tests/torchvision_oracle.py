@@ -5,6 +5,7 @@ two sets of detections."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -52,24 +53,47 @@ class Detections:
         )
 
 
-def match_detections(expected, got) -> tuple[int, int, list[float]]:
-    """The parity rule: an expected detection is matched by one of ``got`` with the same label, box IoU > 0.99 and
-    score within 1e-3 (the best-overlapping if several). ``expected``, ``got``: Detections or Predictions.
+class Match(NamedTuple):
+    """matched of total expected detections; mask_ious: the mask IoU of each matched pair whose boxes snap to the
+    same pixel grid for pasting; snapped_apart: how many matched pairs do not (their masks are not compared)."""
 
-    -> (matched, total expected, mask IoU of each matched pair).
+    matched: int
+    total: int
+    mask_ious: list[float]
+    snapped_apart: int
+
+
+def paste_grid(boxes: np.ndarray, mask_size: int = 28) -> np.ndarray:
+    """(D, 4) xyxy -> (D, 4) int64: the whole-pixel box a mask is pasted into (torchvision's rule: the box grown by
+    (M + 2) / M about its centre, then truncated). Truncation is a step: two boxes 1e-5 px apart whose grown edge
+    lies on an integer paste into grids one pixel apart, and their masks legitimately differ."""
+    boxes = torch.from_numpy(np.asarray(boxes, dtype=np.float32))
+    centre = (boxes[:, :2] + boxes[:, 2:]) * 0.5
+    half = (boxes[:, 2:] - boxes[:, :2]) * 0.5 * ((mask_size + 2) / mask_size)
+    return torch.cat([centre - half, centre + half], dim=1).to(torch.int64).numpy()
+
+
+def match_detections(expected, got, *, mask_size: int = 28) -> Match:
+    """The parity rule: an expected detection is matched by one of ``got`` with the same label, box IoU > 0.99 and
+    score within 1e-3 (the best-overlapping if several). ``expected``, ``got``: Detections or Predictions. Masks of
+    a matched pair are compared when both boxes snap to the same paste grid (``paste_grid``, ``mask_size`` M).
     """
     iou = box_iou(torch.from_numpy(expected.boxes), torch.from_numpy(got.boxes))  # (E, G)
     same_label = torch.from_numpy(expected.labels)[:, None] == torch.from_numpy(got.labels)[None, :]
     close_score = (torch.from_numpy(expected.scores)[:, None] - torch.from_numpy(got.scores)[None, :]).abs() < 1e-3
     candidates = (iou > 0.99) & same_label & close_score
-    matched, mask_ious = 0, []
+    grid_e, grid_g = paste_grid(expected.boxes, mask_size), paste_grid(got.boxes, mask_size)
+    matched, snapped_apart, mask_ious = 0, 0, []
     for e in range(len(expected.scores)):
         js = torch.nonzero(candidates[e]).squeeze(1)
         if len(js) == 0:
             continue
         matched += 1
         j = int(js[iou[e, js].argmax()])
+        if not np.array_equal(grid_e[e], grid_g[j]):
+            snapped_apart += 1
+            continue
         a, b = expected.masks[e], got.masks[j]
         union = (a | b).sum()
         mask_ious.append(float((a & b).sum() / union) if union else 1.0)
-    return matched, len(expected.scores), mask_ious
+    return Match(matched, len(expected.scores), mask_ious, snapped_apart)

@@ -33,9 +33,9 @@ def assert_same_detections(torch_predictor, onnx_predictor, images):
         assert len(expected) >= 20, "the model must detect plenty for the comparison to mean anything"
         assert got.masks.shape == (len(got), *image.shape[:2]) and got.masks.dtype == bool
         assert got.masks.any(axis=(1, 2)).mean() > 0.5  # masks are not empty
-        m, t, ious = match_detections(expected, got)
-        matched, total = matched + m, total + t
-        mask_ious += ious
+        match = match_detections(expected, got)
+        matched, total = matched + match.matched, total + match.total
+        mask_ious += match.mask_ious
     print(f"\nONNX matched {matched}/{total}, worst mask IoU {min(mask_ious):.4f}")
     assert matched / total >= 0.97, f"{matched}/{total} detections matched"
     assert min(mask_ious) > 0.98, f"worst mask IoU {min(mask_ious):.3f}"

@@ -41,11 +41,12 @@ def _on_cpu_float(x: Tensor) -> bool:
 
 class ConvReLU(InferenceOnly):
     """relu(conv(x)) in one oneDNN kernel (the ReLU as the convolution's post-op), channels-last, for a Conv2d whose
-    output only a ReLU reads (after folding, the ResNet's conv1 and conv2 of each block and its stem).
+    output only a ReLU reads (after folding, the ResNet's stem and the conv1 and conv2 of each block).
 
-    Private op ``torch.ops.mkldnn._convolution_pointwise``: 1.10x plain channels-last convolutions + in-place ReLUs
-    on ResNet-50 at (1, 3, 800, 800), one thread; running the residual addition in the kernel too adds 0.03x, not
-    worth a block-level swap (levers.py, docs/benchmarks.md).
+    Private op ``torch.ops.mkldnn._convolution_pointwise``: 1.05x plain channels-last convolutions with in-place ReLUs
+    on ResNet-50 at (1, 3, 800, 1216) with one thread, 1.01x with two on an idle machine, more when other jobs load
+    it (fewer passes over memory); the residual additions in the kernel too would add 0.02x (levers.py,
+    docs/benchmarks.md): not worth a block-level swap.
     """
 
     def __init__(self, conv: nn.Conv2d):
@@ -76,9 +77,11 @@ class WinogradConv2d(InferenceOnly):
     """A 3x3 stride-1 Conv2d run as a Winograd convolution (Lavin & Gray 2016; NNPACK's F(6x6, 3x3): 64 products for
     36 outputs instead of 324), on and to NCHW maps; relative errors around 1e-5.
 
-    Private op ``torch._nnpack_spatial_convolution``: 3.05x eager conv2d for the RPN's 3x3 conv on P2
-    (1, 256, 200, 304) and 1.78x for a mask-head conv on 100 RoIs (levers.py, docs/benchmarks.md). Where NNPACK is
-    missing, for other dtypes or devices, and traced, it is the plain convolution.
+    Private op ``torch._nnpack_spatial_convolution``: on the RPN's 3x3 conv on P2 (1, 256, 200, 304), 1.41x eager
+    conv2d and 1.24x a channels-last oneDNN convolution (levers.py, two threads; 1.47x / 1.34x with one). Used for
+    the large maps (FPN outputs, RPN head); on 100 mask RoIs (100, 256, 14, 14) it gains nothing over oneDNN (1.02x
+    eager against oneDNN's 1.11x), so the mask head stays channels-last oneDNN. Where NNPACK is missing, for other
+    dtypes or devices, and traced, it is the plain convolution.
     """
 
     def __init__(self, conv: nn.Conv2d):
@@ -112,7 +115,7 @@ class WinogradConv2d(InferenceOnly):
 class PointwiseConvToNCHW(InferenceOnly):
     """A 1x1 stride-1 Conv2d as one matrix product that reads a channels-last map as (H*W, C_in) rows and writes an
     NCHW map: the FPN's lateral convolutions, between the channels-last ResNet and the NCHW Winograd convolutions,
-    so that no map is converted between layouts. 2.35x a oneDNN convolution followed by the conversion to NCHW,
+    so that no map is converted between layouts. 2.26x a oneDNN convolution followed by the conversion to NCHW,
     on C2 (1, 256, 200, 304) (levers.py, docs/benchmarks.md)."""
 
     def __init__(self, conv: nn.Conv2d):
@@ -136,8 +139,8 @@ class PointwiseConvToNCHW(InferenceOnly):
 
 class GatherRoIAlign(InferenceOnly):
     """RoIAlign of one level as a weighted gather over a channels-last map (``model/roi_align.py``), the same
-    function as torchvision's kernel: 5.0x that kernel for 1000 box RoIs over P2-P5, counting the copy of the maps
-    to channels-last (levers.py, docs/benchmarks.md)."""
+    function as torchvision's kernel: 3.1x that kernel for 1000 box RoIs over P2-P5 counting the copy of the maps
+    to channels-last, then 6.1x for the mask head's 100 RoIs from the same copy (levers.py, docs/benchmarks.md)."""
 
     def __init__(self, align: RoIAlign):
         super().__init__()

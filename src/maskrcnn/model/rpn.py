@@ -23,7 +23,7 @@ class RPNHead(nn.Module):
     two), then 1x1 convs to A objectness logits and 4A box deltas per cell.
 
     The two 1x1 predictors run as one convolution to 5A channels, so each map is read once (1.9x the two separate
-    convolutions on P2-P6 of an 800 x 800 image; benchmarks/levers.py).
+    convolutions on P2-P6 of an 800 x 1216 image, two threads; benchmarks/levers.py).
     """
 
     def __init__(self, *, in_channels: int, num_anchors: int, num_convs: int = 1):
