@@ -342,7 +342,68 @@ def _small() -> Config:
     )
 
 
-PRESETS = {"r50_fpn": _r50_fpn, "r101_fpn": _r101_fpn, "small": _small}
+# detectron2 feeds BGR pixels in 0-255 minus this mean (its ImageNet mean, BGR), with std 1; here in RGB order and
+# on pixels scaled to [0, 1] (its weights' stem takes RGB: zoo/detectron2.py reverses their input channels)
+DETECTRON2_PIXEL_MEAN = (123.675 / 255, 116.28 / 255, 103.53 / 255)
+DETECTRON2_PIXEL_STD = (1 / 255, 1 / 255, 1 / 255)
+
+
+def detectron2_config(*, depth: int = 50, groups: int = 1, width_per_group: int = 64, num_classes: int = 80) -> Config:
+    """detectron2's Mask R-CNN FPN (its configs/Base-RCNN-FPN.yaml and COCO-InstanceSegmentation 3x files): what
+    its model-zoo weights need to give its detections. ResNets (groups 1) are MSRA's, with the stride in the first
+    1x1 convolution; its ResNeXts have it in the 3x3. Anchors exact and at offset 0 (torchvision's P6 strides
+    not used), RPN top-k 2000/1000 per level and 1000/1000 per image (training/test) without a minimum proposal
+    size; RoIAlign aligned with an adaptive sampling ratio and its level assignment; its resize and mask pasting."""
+    return Config(
+        model=ModelConfig(
+            num_classes=num_classes,
+            backbone=BackboneConfig(
+                depth=depth,
+                norm="frozen_bn",
+                frozen_bn_eps=1e-5,
+                freeze_at=2,
+                groups=groups,
+                width_per_group=width_per_group,
+                stride_in_1x1=groups == 1,
+            ),
+            rpn=RPNConfig(
+                round_anchors=False,
+                torchvision_anchor_strides=False,
+                pre_nms_topk_train=2000,
+                pre_nms_topk_test=1000,
+                post_nms_topk_train=1000,
+                post_nms_topk_test=1000,
+                min_box_size=0.0,
+            ),
+            roi_heads=ROIHeadsConfig(
+                sampling_ratio=0,
+                aligned=True,
+                level_assignment="detectron2",
+                box_reg_weights=(10.0, 10.0, 5.0, 5.0),
+                min_box_size=0.0,
+                mask_paste="detectron2",
+            ),
+            input=InputConfig(
+                min_size_train=(640, 672, 704, 736, 768, 800),
+                max_size_train=1333,
+                min_size_test=800,
+                max_size_test=1333,
+                pixel_mean=DETECTRON2_PIXEL_MEAN,
+                pixel_std=DETECTRON2_PIXEL_STD,
+                resize="detectron2",
+            ),
+        )
+    )
+
+
+PRESETS = {
+    "r50_fpn": _r50_fpn,
+    "r101_fpn": _r101_fpn,
+    "small": _small,
+    "d2_r50_fpn": lambda: detectron2_config(depth=50),
+    "d2_r101_fpn": lambda: detectron2_config(depth=101),
+    "d2_x101_32x8d_fpn": lambda: detectron2_config(depth=101, groups=32, width_per_group=8),
+}
 
 
 def preset(name: str) -> Config:

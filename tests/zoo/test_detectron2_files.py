@@ -16,11 +16,11 @@ sys.path.insert(0, str(Path(__file__).parents[1]))  # detectron2_weights
 
 from detectron2_weights import detectron2_fpn_weights, write_model_zoo_pickle  # noqa: E402
 
-from maskrcnn.checkpoint import load_state_into  # noqa: E402
+from maskrcnn.checkpoint import load_checkpoint, load_state_into, read_file  # noqa: E402
 from maskrcnn.config import BackboneConfig, ModelConfig  # noqa: E402
 from maskrcnn.errors import UserError  # noqa: E402
 from maskrcnn.model.build import build_model  # noqa: E402
-from maskrcnn.zoo.detectron2 import detectron2_to_ours, read_detectron2_file, resnet_depth  # noqa: E402
+from maskrcnn.zoo.detectron2 import backbone_shape, detectron2_to_ours, read_detectron2_file, resnet_depth  # noqa: E402
 from maskrcnn.zoo.safe_pickle import load_numpy_pickle  # noqa: E402
 
 
@@ -129,9 +129,8 @@ def test_every_r50_parameter_maps_onto_our_model_with_its_values(r50):
     assert all(state[k].shape == expected[k].shape and state[k].dtype == torch.float32 for k in expected)
     load_state_into(ours, state, path=path)
 
-    # spot checks of the renaming, one per rule
+    # spot checks of the renaming, one per rule (the stem's, whose channels are reversed: a test below)
     pairs = {
-        "backbone.bottom_up.stem.conv1.weight": "backbone.bottom_up.conv1.weight",
         "backbone.bottom_up.stem.conv1.norm.running_var": "backbone.bottom_up.bn1.running_var",
         "backbone.bottom_up.res2.0.shortcut.weight": "backbone.bottom_up.layer1.0.downsample.0.weight",
         "backbone.bottom_up.res3.0.shortcut.norm.bias": "backbone.bottom_up.layer2.0.downsample.1.bias",
@@ -187,9 +186,18 @@ def test_saved_buffers_are_dropped_and_strangers_named(r50):
         detectron2_to_ours(agnostic, path="f.pkl")
 
 
-def test_loading_a_model_zoo_file_says_it_is_not_supported_yet(r50):
-    import maskrcnn
+def test_a_model_zoo_file_loads_with_detectron2s_config_and_rgb_stem(r50):
+    model, path = r50
+    loaded = load_checkpoint(path)
+    assert loaded.source == "detectron2" and loaded.config.model.backbone.depth == 50
+    assert loaded.config.model.input.pixel_std == (1 / 255, 1 / 255, 1 / 255)
+    stem = torch.from_numpy(model["backbone.bottom_up.stem.conv1.weight"])  # (64, 3, 7, 7) over B, G, R
+    assert torch.equal(loaded.state_dict["backbone.bottom_up.conv1.weight"], stem[:, [2, 1, 0]])
+    with pytest.raises(UserError, match=f"{path} is a detectron2 model-zoo pickle, not a PyTorch checkpoint"):
+        read_file(path)
 
-    _, path = r50
-    with pytest.raises(UserError, match=f"{path}: detectron2 model-zoo files \\(.pkl\\) cannot be loaded yet"):
-        maskrcnn.load(path)
+
+def test_resnext_shape_is_read_from_the_grouped_convolutions():
+    grouped = {"backbone.bottom_up.res2.0.conv2.weight": np.zeros((256, 8, 3, 3), np.float32)}
+    grouped.update({f"backbone.bottom_up.res4.{b}.conv1.weight": np.zeros(1) for b in range(23)})
+    assert backbone_shape(grouped) == (101, 32, 8)

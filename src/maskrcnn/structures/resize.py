@@ -145,8 +145,8 @@ def _pil_bilinear(image: Tensor, size: tuple[int, int]) -> Tensor:
     pixels = image.permute(1, 2, 0).cpu().numpy()  # (C, H, W) -> (H, W, C)
     planes = [pixels] if pixels.shape[2] == 3 else [pixels[:, :, c] for c in range(pixels.shape[2])]
     resized = [
-        np.asarray(Image.fromarray(np.ascontiguousarray(p)).resize((int(size[1]), int(size[0])), Image.BILINEAR))
+        np.array(Image.fromarray(np.ascontiguousarray(p)).resize((int(size[1]), int(size[0])), Image.BILINEAR))
         for p in planes
     ]
-    out = resized[0] if len(resized) == 1 else np.stack(resized, axis=2)  # (h, w, C)
+    out = resized[0] if len(resized) == 1 else np.stack(resized, axis=2)  # (h, w, C), writable copies
     return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1).to(image.device)
