@@ -325,20 +325,32 @@ def resize_class_heads(state: dict[str, Tensor], num_classes: int) -> dict[str, 
     return {k: v for k, v in state.items() if not k.startswith(CLASS_SPECIFIC)}
 
 
-def read_starting_weights(path: Path) -> tuple[str, dict[str, Tensor]]:
-    """Read a file to start training from -> (kind, state dict): "maskrcnn", "torchvision" or "detectron2" (our
-    layout), or "imagenet" (a torchvision ResNet classifier's layout)."""
+@dataclass
+class StartingWeights:
+    """What ``read_starting_weights`` read: kind "maskrcnn", "torchvision" or "detectron2" (``state`` in our
+    layout) or "imagenet" (a torchvision ResNet classifier's layout); ``model_config``: the architecture and input
+    conventions the weights need, where the file fixes them (detectron2's), else None."""
+
+    kind: str
+    state: dict[str, Tensor]
+    model_config: ModelConfig | None = None
+
+
+def read_starting_weights(path: Path) -> StartingWeights:
+    """Read a file to start training from (``StartingWeights``); UserError naming it for anything else."""
     if _is_detectron2(path):
-        return "detectron2", _from_detectron2(path).state_dict
+        loaded = _from_detectron2(path)
+        return StartingWeights("detectron2", loaded.state_dict, loaded.config.model)
     obj = read_file(path)
     if isinstance(obj, dict) and obj.get("format") == "maskrcnn":
-        return "maskrcnn", load_checkpoint(path).state_dict
+        return StartingWeights("maskrcnn", load_checkpoint(path).state_dict)
     state = obj.get("model", obj.get("state_dict", obj)) if isinstance(obj, dict) else None
     if isinstance(state, dict) and _looks_like_torchvision(state):
-        return "torchvision", torchvision_to_ours(state)
+        return StartingWeights("torchvision", torchvision_to_ours(state))
     if isinstance(state, dict) and "conv1.weight" in state:
-        return "imagenet", state
-    raise UserError(f"{path} is not a maskrcnn checkpoint, a torchvision Mask R-CNN or an ImageNet ResNet state dict")
+        return StartingWeights("imagenet", state)
+    raise UserError(f"{path} is not a maskrcnn checkpoint, a torchvision or detectron2 Mask R-CNN or an ImageNet "
+                    "ResNet state dict")
 
 
 def apply_starting_weights(
