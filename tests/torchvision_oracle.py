@@ -4,7 +4,9 @@ that matches two sets of detections (the detectron2 parity test uses it too)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -12,19 +14,22 @@ import torch
 from torchvision.ops import box_iou
 
 
-def randomised_torchvision_model() -> torch.nn.Module:
-    """torchvision's R50-FPN Mask R-CNN with fixed random weights: non-trivial BatchNorm statistics used with eps 0
-    (as in the published COCO file), and class logits scaled up so that detections are confident (scores ~0.9)."""
+def randomised_torchvision_model(builder: Callable[..., torch.nn.Module] | None = None, *, bn_eps: float = 0.0
+                                 ) -> torch.nn.Module:
+    """torchvision's R50-FPN Mask R-CNN (``builder``: ``maskrcnn_resnet50_fpn``, the default, or
+    ``maskrcnn_resnet50_fpn_v2``) with fixed random weights: non-trivial BatchNorm statistics used with ``bn_eps``
+    (0 as in v1's published COCO file, whose frozen BN has eps 0; v2's BatchNorm2d keep 1e-5), and class logits
+    scaled up so that detections are confident (scores ~0.9)."""
     from torchvision.models.detection import maskrcnn_resnet50_fpn
 
     torch.manual_seed(0)
-    model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).eval()
+    model = (builder or maskrcnn_resnet50_fpn)(weights=None, weights_backbone=None).eval()
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 n = m.num_features
-                m.eps = 0.0
+                m.eps = bn_eps
                 m.weight.copy_(torch.rand(n, generator=g) * 0.5 + 0.5)
                 m.bias.copy_(torch.randn(n, generator=g) * 0.1)
                 m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
@@ -102,3 +107,42 @@ def match_detections(expected, got, *, mask_size: int | None = 28) -> Match:
         union = (a | b).sum()
         mask_ious.append(float((a & b).sum() / union) if union else 1.0)
     return Match(matched, len(expected.scores), mask_ious, snapped_apart)
+
+
+def parity_image_paths(data: Path) -> list[Path]:
+    """The 3 real images the torchvision parity tests run on (``data``: the shared development data)."""
+    return [
+        data / "car-parts/train/JPEGImages/train1.jpg",  # 512 x 512
+        data / "coco128-seg/images/train2017/000000000009.jpg",  # 640 x 480: P6 stride quirk applies
+        sorted((data / "balloon/val").glob("*.jpg"))[0],  # large photo, downscaled
+    ]
+
+
+def compare_with_torchvision(reference: torch.nn.Module, predictor, image_paths: list[Path]) -> Match:
+    """Run torchvision's ``reference`` (eval mode) and our ``predictor`` (a ``maskrcnn.Predictor``, its fast path)
+    on each image; the parity rule's counts summed over the images. Each image must give the oracle more than 20
+    detections, for the comparison to mean anything."""
+    from maskrcnn.data.images import read_image
+
+    total = Match(0, 0, [], 0)
+    for image_path in image_paths:
+        image = read_image(image_path)
+        with torch.no_grad():
+            expected = reference([torch.from_numpy(image).permute(2, 0, 1).float() / 255.0])[0]
+        got = predictor.predict(image, score_threshold=0.0)[0]
+        assert len(expected["scores"]) > 20, f"the oracle gives {len(expected['scores'])} detections on {image_path}"
+        assert got.masks.shape[1:] == image.shape[:2]
+        match = match_detections(Detections.from_torchvision(expected), got)
+        total = Match(*(a + b for a, b in zip(total, match)))
+    return total
+
+
+def assert_parity(match: Match) -> None:
+    """The torchvision parity thresholds: >= 97% matched, at most 1% of pairs snapped to another paste grid,
+    worst compared mask IoU > 0.98."""
+    print(f"\nPARITY matched {match.matched}/{match.total}, worst mask IoU {min(match.mask_ious):.4f} "
+          f"({match.snapped_apart} pairs pasted one pixel apart, not compared)")
+    assert match.matched / match.total >= 0.97, f"{match.matched}/{match.total} detections matched"
+    assert match.snapped_apart <= 0.01 * match.matched, (
+        f"{match.snapped_apart} of {match.matched} matched boxes snap to another paste grid")
+    assert min(match.mask_ious) > 0.98, f"worst mask IoU {min(match.mask_ious):.3f}"

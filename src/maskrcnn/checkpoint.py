@@ -6,9 +6,10 @@ Our format is one ``torch.save`` file holding plain data only (loads with ``weig
      "class_names": [K names], "category_ids": [K dataset category ids], ...training state when resuming...}
 
 A torchvision file is the state dict of ``maskrcnn_resnet50_fpn`` (as in ``maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth``,
-or ``model.state_dict()`` of a current torchvision), optionally wrapped in {"model": ...}. It loads with frozen-BN
-eps 0, ``aligned=False``, torchvision's anchor strides and its resize rule; its labels are torchvision's COCO label
-indices, named with the COCO class names.
+or ``model.state_dict()`` of a current torchvision) or of ``maskrcnn_resnet50_fpn_v2`` (told apart by the convolutions
+of its box head), optionally wrapped in {"model": ...}. It loads with ``aligned=False``, torchvision's anchor strides
+and its resize rule, v1 with frozen-BN eps 0, v2 as the ``r50_fpn_v2`` architecture; its labels are torchvision's
+COCO label indices, named with the COCO class names.
 
 A detectron2 model-zoo file (``.pkl``, read by ``maskrcnn.zoo.detectron2`` without running code) loads with
 ``config.detectron2_config`` (its depth and ResNeXt groups read from the file); its 80 contiguous classes are the
@@ -17,6 +18,7 @@ COCO categories in their standard order, with their COCO ids.
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import re
 from dataclasses import dataclass
@@ -26,17 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from maskrcnn.config import (
-    BackboneConfig,
-    Config,
-    InputConfig,
-    detectron2_config,
-    ModelConfig,
-    ROIHeadsConfig,
-    RPNConfig,
-    from_dict,
-    to_dict,
-)
+from maskrcnn.config import Config, ModelConfig, detectron2_config, from_dict, preset, to_dict
 from maskrcnn.data.coco_classes import COCO_CATEGORIES, torchvision_label_names
 from maskrcnn.errors import UserError
 from maskrcnn.io import atomic_torch_save
@@ -143,7 +135,7 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
     if isinstance(state, dict) and _looks_like_torchvision(state):
         return _from_torchvision(state, path)
     raise UserError(
-        f"{path} is neither a maskrcnn checkpoint nor a torchvision maskrcnn_resnet50_fpn state dict "
+        f"{path} is neither a maskrcnn checkpoint nor a torchvision maskrcnn_resnet50_fpn(_v2) state dict "
         f"(top-level keys: {_preview(obj)})"
     )
 
@@ -172,17 +164,28 @@ def _from_ours(obj: dict[str, Any], path: Path) -> LoadedCheckpoint:
 
 # ---- torchvision ---------------------------------------------------------------------------------------------------
 
-# Old (torchvision < 0.13, as in the published COCO file) and current key forms, to ours.
-_TORCHVISION_RULES: list[tuple[str, str]] = [
+# Old (torchvision < 0.13, as in the published COCO file) and current key forms, to ours; v1 and v2 alike. A
+# replacement is a string or a function of the match. torchvision's Conv2dNormActivation blocks hold the convolution
+# at ``.0`` and its norm (v2) at ``.1``; its RPN head's convolutions are ``conv.<i>.0``, ours ``conv`` then
+# ``extra_convs.<i - 1>``.
+_TORCHVISION_RULES: list[tuple[str, Any]] = [
     (r"^backbone\.body\.", "backbone.bottom_up."),
+    (r"^backbone\.fpn\.inner_blocks\.(\d+)\.1\.", r"backbone.fpn.lateral_norms.\1."),
+    (r"^backbone\.fpn\.layer_blocks\.(\d+)\.1\.", r"backbone.fpn.output_norms.\1."),
     (r"^backbone\.fpn\.inner_blocks\.(\d+)\.(?:0\.)?", r"backbone.fpn.lateral_convs.\1."),
     (r"^backbone\.fpn\.layer_blocks\.(\d+)\.(?:0\.)?", r"backbone.fpn.output_convs.\1."),
-    (r"^rpn\.head\.conv\.(?:0\.0\.)?", "rpn.head.conv."),
+    (r"^rpn\.head\.conv\.(?:(\d+)\.0\.)?",
+     lambda m: "rpn.head.conv." if int(m.group(1) or 0) == 0 else f"rpn.head.extra_convs.{int(m.group(1)) - 1}."),
     (r"^rpn\.head\.cls_logits\.", "rpn.head.objectness_logits."),
     (r"^rpn\.head\.bbox_pred\.", "rpn.head.anchor_deltas."),
     (r"^roi_heads\.box_head\.fc6\.", "roi_heads.box_head.fc1."),
     (r"^roi_heads\.box_head\.fc7\.", "roi_heads.box_head.fc2."),
+    (r"^roi_heads\.box_head\.(\d+)\.0\.", r"roi_heads.box_head.convs.\1."),
+    (r"^roi_heads\.box_head\.(\d+)\.1\.", r"roi_heads.box_head.norms.\1."),
     (r"^roi_heads\.box_predictor\.", "roi_heads.box_predictor."),
+    (r"^roi_heads\.mask_head\.mask_fcn(\d+)\.", lambda m: f"roi_heads.mask_head.convs.{int(m.group(1)) - 1}."),
+    (r"^roi_heads\.mask_head\.(\d+)\.0\.", r"roi_heads.mask_head.convs.\1."),
+    (r"^roi_heads\.mask_head\.(\d+)\.1\.", r"roi_heads.mask_head.norms.\1."),
     (r"^roi_heads\.mask_predictor\.conv5_mask\.", "roi_heads.mask_head.deconv."),
     (r"^roi_heads\.mask_predictor\.mask_fcn_logits\.", "roi_heads.mask_head.predictor."),
 ]
@@ -194,35 +197,50 @@ def _looks_like_torchvision(state: dict[str, Any]) -> bool:
     )
 
 
+def _box_head_convs(state: dict[str, Any]) -> int:
+    """How many conv blocks torchvision's box head has (``box_head.<i>.0.weight``): 4 in v2, none in v1."""
+    return len({k for k in state if isinstance(k, str) and re.match(r"^roi_heads\.box_head\.\d+\.0\.weight$", k)})
+
+
 def torchvision_to_ours(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Rename a torchvision Mask R-CNN state dict to our module names (num_batches_tracked dropped)."""
+    """Rename a torchvision Mask R-CNN state dict (v1 or v2) to our module names. The backbone's
+    num_batches_tracked are dropped (its norms are frozen here); those of v2's FPN and head BatchNorms are kept."""
+    # v2's box head is one nn.Sequential: C conv blocks, a Flatten, then Linear and ReLU pairs (fc j at C + 2j - 1)
+    convs = _box_head_convs(state)
+    rules = [*_TORCHVISION_RULES, (r"^roi_heads\.box_head\.(\d+)\.(?=weight$|bias$)",
+                                   lambda m: f"roi_heads.box_head.fc{(int(m.group(1)) - convs + 1) // 2}.")]
     out = {}
     for key, value in state.items():
-        if key.endswith("num_batches_tracked"):
+        if key.startswith("backbone.body.") and key.endswith("num_batches_tracked"):
             continue
         new = key
-        mask_conv = re.match(r"^roi_heads\.mask_head\.(?:mask_fcn(\d+)|(\d+)\.0)\.(weight|bias)$", key)
-        if mask_conv:
-            index = int(mask_conv.group(1)) - 1 if mask_conv.group(1) else int(mask_conv.group(2))
-            new = f"roi_heads.mask_head.convs.{index}.{mask_conv.group(3)}"
-        else:
-            for pattern, replacement in _TORCHVISION_RULES:
-                new, n = re.subn(pattern, replacement, key)
-                if n:
-                    break
+        for pattern, replacement in rules:
+            new, n = re.subn(pattern, replacement, key)
+            if n:
+                break
         out[new] = value
     return out
 
 
-def torchvision_config(num_labels: int) -> Config:
-    """The config of torchvision's maskrcnn_resnet50_fpn with ``num_labels`` label indices (background included)."""
+def is_torchvision_v2(state: dict[str, Any]) -> bool:
+    """A maskrcnn_resnet50_fpn_v2 state dict (its box head has convolutions), rather than v1's."""
+    return _box_head_convs(state) > 0
+
+
+def torchvision_config(num_labels: int, *, v2: bool = False) -> Config:
+    """The config of torchvision's maskrcnn_resnet50_fpn (or ``v2``: maskrcnn_resnet50_fpn_v2) with ``num_labels``
+    label indices (background included): the r50_fpn (r50_fpn_v2) architecture with torchvision's conventions,
+    RoIAlign not aligned, its anchor strides and its resize. v1's published file was trained with frozen BN of eps
+    0; v2's backbone has BatchNorm2d (eps 1e-5)."""
+    base = preset("r50_fpn_v2" if v2 else "r50_fpn").model
     return Config(
-        model=ModelConfig(
+        model=dataclasses.replace(
+            base,
             num_classes=num_labels - 1,
-            backbone=BackboneConfig(depth=50, norm="frozen_bn", frozen_bn_eps=0.0, freeze_at=2),
-            rpn=RPNConfig(torchvision_anchor_strides=True),
-            roi_heads=ROIHeadsConfig(aligned=False),
-            input=InputConfig(resize="torchvision"),
+            backbone=dataclasses.replace(base.backbone, norm="frozen_bn", frozen_bn_eps=1e-5 if v2 else 0.0),
+            rpn=dataclasses.replace(base.rpn, torchvision_anchor_strides=True),
+            roi_heads=dataclasses.replace(base.roi_heads, aligned=False),
+            input=dataclasses.replace(base.input, resize="torchvision"),
         )
     )
 
@@ -235,7 +253,7 @@ def _from_torchvision(state: dict[str, Tensor], path: Path) -> LoadedCheckpoint:
     names = torchvision_label_names() if num_labels == 91 else [f"class_{i}" for i in range(num_labels)]
     return LoadedCheckpoint(
         state_dict=torchvision_to_ours(state),
-        config=torchvision_config(num_labels),
+        config=torchvision_config(num_labels, v2=is_torchvision_v2(state)),
         class_names=names[1:],
         category_ids=list(range(1, num_labels)),
         source="torchvision",

@@ -305,6 +305,20 @@ def _r101_fpn() -> Config:
     return Config(model=ModelConfig(backbone=BackboneConfig(depth=101)))
 
 
+def _r50_fpn_v2() -> Config:
+    """torchvision's maskrcnn_resnet50_fpn_v2 architecture (Li et al. 2021, "Benchmarking Detection Transfer
+    Learning with Vision Transformers"): BatchNorm after every FPN convolution, two 3x3 convolutions in the RPN head,
+    a box head of four 3x3 conv + BN + ReLU layers and one 1024-wide fc, BN after each mask-head convolution. The
+    backbone's norms are frozen here, as for fine-tuning (torchvision's BatchNorm2d in eval mode computes the same)."""
+    return Config(
+        model=ModelConfig(
+            backbone=BackboneConfig(fpn_norm="bn"),
+            rpn=RPNConfig(head_convs=2),
+            roi_heads=ROIHeadsConfig(box_head_convs=4, box_conv_dim=256, num_fc=1, fc_dim=1024, head_norm="bn"),
+        )
+    )
+
+
 def _small() -> Config:
     """Mask R-CNN sized for a 2-core CPU and small images (the demo on 128 px synthetic shapes)."""
     return Config(
@@ -399,6 +413,7 @@ def detectron2_config(*, depth: int = 50, groups: int = 1, width_per_group: int 
 PRESETS = {
     "r50_fpn": _r50_fpn,
     "r101_fpn": _r101_fpn,
+    "r50_fpn_v2": _r50_fpn_v2,
     "small": _small,
     "d2_r50_fpn": lambda: detectron2_config(depth=50),
     "d2_r101_fpn": lambda: detectron2_config(depth=101),

@@ -10,8 +10,7 @@ import torch
 
 import maskrcnn
 from maskrcnn.checkpoint import load_checkpoint
-from maskrcnn.data.images import read_image
-from torchvision_oracle import Detections, match_detections, randomised_torchvision_model
+from torchvision_oracle import assert_parity, compare_with_torchvision, parity_image_paths, randomised_torchvision_model
 
 
 @pytest.fixture(scope="module")
@@ -22,38 +21,11 @@ def torchvision_file(tmp_path_factory):
     return model, path
 
 
-def image_paths(data):
-    return [
-        data / "car-parts/train/JPEGImages/train1.jpg",  # 512 x 512
-        data / "coco128-seg/images/train2017/000000000009.jpg",  # 640 x 480: P6 stride quirk applies
-        sorted((data / "balloon/val").glob("*.jpg"))[0],  # large photo, downscaled
-    ]
-
-
 def test_torchvision_checkpoint_gives_the_same_detections_and_masks(torchvision_file, shared_data):
     reference, path = torchvision_file
     ours = maskrcnn.load(path, device="cpu")
     assert ours.class_names[0] == "person" and len(ours.class_names) == 90
-
-    total = matched = snapped_apart = 0
-    mask_ious = []
-    for image_path in image_paths(shared_data):
-        image = read_image(image_path)
-        with torch.no_grad():
-            expected = reference([torch.from_numpy(image).permute(2, 0, 1).float() / 255.0])[0]
-        got = ours.predict(image, score_threshold=0.0)[0]
-        assert len(expected["scores"]) > 20, "the oracle must produce detections for the test to mean anything"
-        assert got.masks.shape[1:] == image.shape[:2]
-
-        match = match_detections(Detections.from_torchvision(expected), got)
-        matched, total, mask_ious = matched + match.matched, total + match.total, mask_ious + match.mask_ious
-        snapped_apart += match.snapped_apart
-
-    print(f"\nPARITY matched {matched}/{total}, worst mask IoU {min(mask_ious):.4f} "
-          f"({snapped_apart} pairs pasted one pixel apart, not compared)")
-    assert matched / total >= 0.97, f"{matched}/{total} detections matched"
-    assert snapped_apart <= 0.01 * matched, f"{snapped_apart} of {matched} matched boxes snap to another paste grid"
-    assert min(mask_ious) > 0.98, f"worst mask IoU {min(mask_ious):.3f}"
+    assert_parity(compare_with_torchvision(reference, ours, parity_image_paths(shared_data)))
 
 
 def test_legacy_key_layout_of_the_published_coco_file_loads_identically(torchvision_file, tmp_path):

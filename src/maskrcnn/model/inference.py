@@ -11,7 +11,9 @@ and on the CPU (``model/cpu_layers.py``):
 - the ResNet's convolutions and maps are channels-last (N, H, W, C in memory), the layout oneDNN convolves without
   reordering, and every convolution whose output only a ReLU reads runs with that ReLU in its oneDNN kernel;
 - the FPN's lateral 1x1 convolutions read those channels-last maps and write NCHW maps, for the Winograd 3x3
-  convolutions of the FPN outputs and the RPN head (large maps, where Winograd beats oneDNN);
+  convolutions of the FPN outputs and the RPN head, all of its convolutions (large maps, where Winograd beats
+  oneDNN); norms after FPN convolutions (torchvision's v2 model) are folded first;
+- the box head's convolutions (v2), folded, run with their ReLUs in one oneDNN kernel;
 - both poolers pool with a weighted gather over channels-last maps, made once for both (``MultiLevelRoIAlign.layout``),
   into channels-last RoI features;
 - the mask head's convolutions and transposed convolution are channels-last (oneDNN), on those RoI features.
@@ -61,7 +63,9 @@ def _use_cpu_layers(model: MaskRCNN, readers: dict[str, str]) -> None:
     fpn = backbone.fpn
     fpn.lateral_convs = nn.ModuleList(PointwiseConvToNCHW(conv) for conv in fpn.lateral_convs)
     fpn.output_convs = nn.ModuleList(WinogradConv2d(conv) for conv in fpn.output_convs)
+    # after folding, every FPN convolution is a plain one with a bias, its norm (v2) an identity
     model.rpn.head.conv = WinogradConv2d(model.rpn.head.conv)
+    model.rpn.head.extra_convs = nn.ModuleList(WinogradConv2d(conv) for conv in model.rpn.head.extra_convs)
     heads.mask_head.to(memory_format=torch.channels_last)
     for pooler in (heads.box_pooler, heads.mask_pooler):
         if pooler.sampling_ratio > 0:
