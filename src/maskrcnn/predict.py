@@ -209,5 +209,6 @@ def check_batch_size(batch_size: int) -> None:
 
 
 def load(weights: str | os.PathLike, device: str = "cpu") -> Predictor:
-    """Load a maskrcnn checkpoint or a torchvision maskrcnn_resnet50_fpn state dict, ready to ``predict``."""
+    """Load a maskrcnn checkpoint, a torchvision maskrcnn_resnet50_fpn(_v2) state dict or a detectron2 model-zoo file,
+    ready to ``predict``."""
     return Predictor.from_file(weights, device=device)

@@ -17,7 +17,7 @@ def test_yaml_file_with_preset_and_overrides(tmp_path):
 def test_round_trip_through_dict_and_yaml():
     import yaml
 
-    for name in ("r50_fpn", "r101_fpn", "small", "d2_r50_fpn", "d2_r101_fpn", "d2_x101_32x8d_fpn"):
+    for name in ("r50_fpn", "r101_fpn", "r50_fpn_v2", "small", "d2_r50_fpn", "d2_r101_fpn", "d2_x101_32x8d_fpn"):
         config = preset(name)
         assert from_dict(to_dict(config)) == config
         assert from_dict(yaml.safe_load(dump_yaml(config))) == config
