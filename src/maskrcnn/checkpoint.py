@@ -347,7 +347,7 @@ def resize_class_heads(state: dict[str, Tensor], num_classes: int) -> dict[str, 
 class StartingWeights:
     """What ``read_starting_weights`` read: kind "maskrcnn", "torchvision" or "detectron2" (``state`` in our
     layout) or "imagenet" (a torchvision ResNet classifier's layout); ``model_config``: the architecture and input
-    conventions the weights need, where the file fixes them (detectron2's), else None."""
+    conventions the weights need, where the file fixes them (detectron2's, torchvision's v2), else None."""
 
     kind: str
     state: dict[str, Tensor]
@@ -364,7 +364,9 @@ def read_starting_weights(path: Path) -> StartingWeights:
         return StartingWeights("maskrcnn", load_checkpoint(path).state_dict)
     state = obj.get("model", obj.get("state_dict", obj)) if isinstance(obj, dict) else None
     if isinstance(state, dict) and _looks_like_torchvision(state):
-        return StartingWeights("torchvision", torchvision_to_ours(state))
+        # v2 needs its own heads and BN eps (r50_fpn_v2); v1 fits r50_fpn's
+        needed = _from_torchvision(state, path).config.model if is_torchvision_v2(state) else None
+        return StartingWeights("torchvision", torchvision_to_ours(state), needed)
     if isinstance(state, dict) and "conv1.weight" in state:
         return StartingWeights("imagenet", state)
     raise UserError(f"{path} is not a maskrcnn checkpoint, a torchvision or detectron2 Mask R-CNN or an ImageNet "

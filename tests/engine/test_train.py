@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from runs import TINY_OVERRIDES
-from maskrcnn.checkpoint import load_checkpoint
+from maskrcnn.checkpoint import load_checkpoint, read_starting_weights
 from maskrcnn.cli import main
 from maskrcnn.config import load_config
 from maskrcnn.engine import train as train_module
@@ -188,3 +188,32 @@ def test_fine_tuning_from_a_torchvision_checkpoint_resizes_the_class_layers(shap
     assert torch.equal(tuned.state_dict["roi_heads.box_head.fc2.weight"], source["roi_heads.box_head.fc7.weight"])
     assert torch.equal(tuned.state_dict["roi_heads.mask_head.deconv.weight"],
                        source["roi_heads.mask_predictor.conv5_mask.weight"])
+
+
+def test_fine_tuning_from_a_torchvision_v2_checkpoint_resizes_the_class_layers(shapes_data, tmp_path):
+    """A v2 file fixes its architecture (any other config is replaced by it); under the r50_fpn_v2 preset the given
+    config stays, the class layers are resized and every other convolution starts as the file's."""
+    from torchvision.models.detection import maskrcnn_resnet50_fpn_v2
+
+    torch.manual_seed(0)
+    reference = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=91)
+    weights = tmp_path / "tv2.pth"
+    torch.save(reference.state_dict(), weights)
+    needed = read_starting_weights(weights).model_config
+    assert (needed.rpn.head_convs, needed.roi_heads.box_head_convs, needed.backbone.fpn_norm) == (2, 4, "bn")
+    assert needed.backbone == load_config("r50_fpn_v2").model.backbone != load_config("r50_fpn").model.backbone
+    config = load_config("r50_fpn_v2", TINY_OVERRIDES + ["solver.max_iter=1", "solver.base_lr=0.0",
+                                                         "solver.weight_decay=0.0"])
+    out = tmp_path / "finetune"
+    train(TrainJob(config=config, train_json=shapes_data["train"], output_dir=out, init_weights=weights,
+                   progress=False))
+    tuned = load_checkpoint(out / "last.pt")
+    assert tuned.config.model.input.min_size_train == (64,)  # the given preset's overrides stay
+    assert tuned.config.model.backbone.frozen_bn_eps == 1e-5 and tuned.config.model.num_classes == 3
+    assert tuned.state_dict["roi_heads.box_predictor.cls_score.weight"].shape == (4, 1024)  # 3 shapes + background
+    source = reference.state_dict()
+    for ours, theirs in (("roi_heads.box_head.convs.3.weight", "roi_heads.box_head.3.0.weight"),
+                         ("roi_heads.box_head.fc1.weight", "roi_heads.box_head.5.weight"),
+                         ("rpn.head.extra_convs.0.weight", "rpn.head.conv.1.0.weight"),
+                         ("backbone.fpn.output_convs.2.weight", "backbone.fpn.layer_blocks.2.0.weight")):
+        assert torch.equal(tuned.state_dict[ours], source[theirs]), ours

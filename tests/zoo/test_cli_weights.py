@@ -76,26 +76,6 @@ def test_evaluate_and_train_take_names(zoo, shapes, tmp_path, capsys):
     assert f"starting from maskrcnn weights {cached}" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["predict", "evaluate", "export", "train"])
-def test_every_command_refuses_names_not_supported_yet(command, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("MASKRCNN_HOME", str(tmp_path / "home"))
-    image = tmp_path / "a.png"
-    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
-    gt = tmp_path / "gt.json"
-    gt.write_text(json.dumps({"images": [], "annotations": [], "categories": [{"id": 1, "name": "a"}]}))
-    args = {
-        "predict": ["predict", "--output", str(tmp_path / "o"), str(image)],
-        "evaluate": ["evaluate", "--data", str(gt), "--output", str(tmp_path / "o")],
-        "export": ["export", "--output", str(tmp_path / "m.onnx")],
-        "train": ["train", "--data", str(gt), "--output", str(tmp_path / "o")],
-    }[command]
-    assert main([*args, "--weights", "coco-r50-fpn-v2"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: weights coco-r50-fpn-v2 (torchvision (maskrcnn_resnet50_fpn_v2, COCO_V1)) are "
-                          "listed but cannot be used yet: torchvision's v2 architecture") and err.count("\n") == 1
-    assert not (tmp_path / "home").exists()
-
-
 def test_weights_list_shows_the_registry(zoo, capsys):
     assert main(["weights", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -105,7 +85,7 @@ def test_weights_list_shows_the_registry(zoo, capsys):
     assert rows["coco-r50-fpn"].split()[-8:] == ["37.9", "34.6", "170", "MB", "downloads", "on", "first", "use"]
     assert rows["imagenet-r101"].endswith("171 MB  downloads on first use, for train only")
     assert rows["d2-x101-32x8d-fpn-3x"].endswith("44.3     39.5  unpublished  downloads on first use")
-    assert rows["coco-r50-fpn-v2"].endswith("not yet supported")
+    assert rows["coco-r50-fpn-v2"].endswith("177 MB  downloads on first use")
     assert rows["tiny-zoo"].endswith("downloads on first use")
     resolve_weights("tiny-zoo", purpose="predict")
     main(["weights", "list"])

@@ -35,10 +35,9 @@ def test_recorded_prefixes_are_the_ones_in_the_published_file_names():
             assert entry.sha256.startswith(entry.sha256_prefix)
 
 
-def test_what_can_be_used_before_the_new_architectures_land():
-    usable = {e.name for e in ENTRIES if not e.unsupported}
-    assert usable == {"coco-r50-fpn", "imagenet-r50", "imagenet-r101", "d2-r50-fpn-1x", "d2-r50-fpn-3x",
-                      "d2-r101-fpn-3x", "d2-x101-32x8d-fpn-3x"}  # fmt: skip
+def test_the_registry_names():
+    assert {e.name for e in ENTRIES} == {"coco-r50-fpn", "coco-r50-fpn-v2", "imagenet-r50", "imagenet-r101",
+                                         "d2-r50-fpn-1x", "d2-r50-fpn-3x", "d2-r101-fpn-3x", "d2-x101-32x8d-fpn-3x"}
     assert find_entry("COCO-R50-FPN").url.endswith("maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth")
     assert find_entry("d2-r101-fpn-1x") is None  # detectron2 published R101-FPN and X101-FPN at 3x only
 
@@ -54,13 +53,6 @@ def test_a_mistyped_name_gets_a_suggestion():
     with pytest.raises(UserError) as e:
         resolve_weights("coco-r50-fpm", purpose="predict")
     assert "did you mean coco-r50-fpn?" in str(e.value) and "d2-x101-32x8d-fpn-3x" in str(e.value)
-
-
-@pytest.mark.parametrize("name", [e.name for e in ENTRIES if e.unsupported])
-def test_entries_not_supported_yet_fail_before_any_download(name, home):
-    with pytest.raises(UserError, match=f"weights {name} .* are listed but cannot be used yet: .*not yet supported"):
-        resolve_weights(name, purpose="predict", home=home)
-    assert not home.exists()
 
 
 def test_a_backbone_starts_training_but_does_not_predict(server, http, home):

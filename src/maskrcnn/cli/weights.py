@@ -47,7 +47,5 @@ def _number(value: float | None) -> str:
 
 
 def _status(entry, cached: bool) -> str:
-    if entry.unsupported:
-        return "not yet supported"
     where = "downloaded" if cached else "downloads on first use"
     return where + (", for train only" if entry.kind == "backbone" else "")

@@ -264,8 +264,9 @@ class _Trainer:
         return config
 
     def _config_for_weights(self, config: Config, needed: ModelConfig) -> Config:
-        """Weights that fix their architecture and input conventions (detectron2's): the given model config when it
-        has the same backbone and pixel normalisation (the matching preset, maybe with overrides), else theirs."""
+        """Weights that fix their architecture and input conventions (detectron2's, torchvision's v2): the given
+        model config when it has the same backbone and pixel normalisation (the matching preset, maybe with
+        overrides), else theirs."""
         model, input_ = config.model, config.model.input
         same = model.backbone == needed.backbone and (input_.pixel_mean, input_.pixel_std) == (
             needed.input.pixel_mean, needed.input.pixel_std
@@ -273,7 +274,8 @@ class _Trainer:
         if same:
             return config
         self._print(f"note: the model config is replaced by the one {self.job.init_weights} needs (its backbone, "
-                    "input and heads; the preset d2_* for detectron2 files, which overrides can then change)")
+                    "input and heads; the preset d2_* for detectron2 files, r50_fpn_v2 for torchvision's v2, which "
+                    "overrides can then change)")
         return replace_model(replace(config, model=needed), num_classes=model.num_classes)
 
     # ---- the loop ---------------------------------------------------------------------------------------------

@@ -20,12 +20,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Why an entry cannot be used yet; each goes once the architecture or convention it names is supported.
-_TORCHVISION_V2 = (
-    "torchvision's v2 architecture (two-conv RPN head, four-conv + BN box head, BN mask head) is not yet supported"
-)
-
-
 @dataclass(frozen=True)
 class WeightsEntry:
     """One published weights file.
@@ -34,7 +28,6 @@ class WeightsEntry:
     to start training from). box_ap / mask_ap: COCO val2017 AP as published (None for backbones). size_mb: the
     published file size in MB (None where the publisher gives none). Checks, all that are set must pass:
     sha256 (the full digest), sha256_prefix (its first hex digits), md5_prefix (the MD5's first hex digits).
-    unsupported: why ``--weights NAME`` refuses the entry for now (None: usable).
     """
 
     name: str
@@ -49,7 +42,6 @@ class WeightsEntry:
     sha256_source: str | None = None
     sha256_prefix: str | None = None
     md5_prefix: str | None = None
-    unsupported: str | None = None
 
     @property
     def file_name(self) -> str:
@@ -82,7 +74,6 @@ ENTRIES: tuple[WeightsEntry, ...] = (
         mask_ap=41.8,
         size_mb=177.219,
         sha256_prefix="73cbd019",
-        unsupported=_TORCHVISION_V2,
     ),
     WeightsEntry(
         name="imagenet-r50",

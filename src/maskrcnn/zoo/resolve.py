@@ -49,8 +49,6 @@ def resolve_weights(
         if path.suffix or len(path.parts) > 1:
             return path  # a path: the loader says the file is missing
         raise UserError(_unknown_name(str(value), entries))
-    if entry.unsupported:
-        raise UserError(f"weights {entry.name} ({entry.source}) are listed but cannot be used yet: {entry.unsupported}")
     if entry.kind == "backbone" and purpose != "train":
         raise UserError(
             f"weights {entry.name} are an ImageNet {entry.architecture} backbone, not a detector: start training "
