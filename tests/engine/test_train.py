@@ -143,18 +143,23 @@ def test_training_from_scratch_unfreezes_the_backbone(shapes_data, tmp_path, cap
     assert saved.norm == "bn" and saved.freeze_at == 0
 
 
+def fine_tune_one_step(preset_name: str, weights, shapes_data, tmp_path):
+    """One training iteration at learning rate 0 from ``weights`` under a preset (tiny sizes); the checkpoint."""
+    config = load_config(preset_name, TINY_OVERRIDES + ["solver.max_iter=1", "solver.base_lr=0.0",
+                                                        "solver.weight_decay=0.0"])
+    out = tmp_path / "finetune"
+    train(TrainJob(config=config, train_json=shapes_data["train"], output_dir=out, init_weights=weights,
+                   progress=False))
+    return load_checkpoint(out / "last.pt")
+
+
 def test_fine_tuning_from_a_detectron2_file_keeps_its_conventions_and_resizes_the_class_layers(shapes_data, tmp_path):
     from detectron2_weights import detectron2_fpn_weights, write_model_zoo_pickle
 
     model = detectron2_fpn_weights(depth=50, seed=0)
     weights = tmp_path / "model_final_random.pkl"
     write_model_zoo_pickle(weights, model)
-    config = load_config("d2_r50_fpn", TINY_OVERRIDES + ["solver.max_iter=1", "solver.base_lr=0.0",
-                                                         "solver.weight_decay=0.0"])
-    out = tmp_path / "finetune"
-    train(TrainJob(config=config, train_json=shapes_data["train"], output_dir=out, init_weights=weights,
-                   progress=False))
-    tuned = load_checkpoint(out / "last.pt")
+    tuned = fine_tune_one_step("d2_r50_fpn", weights, shapes_data, tmp_path)
     assert tuned.config.model.backbone.stride_in_1x1 and tuned.config.model.input.resize == "detectron2"
     assert tuned.config.model.input.min_size_train == (64,)  # the given preset's overrides stay
     assert tuned.state_dict["roi_heads.box_predictor.cls_score.weight"].shape == (4, 1024)  # 3 shapes + background
@@ -173,12 +178,7 @@ def test_fine_tuning_from_a_torchvision_checkpoint_resizes_the_class_layers(shap
     reference = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91)
     weights = tmp_path / "tv.pth"
     torch.save(reference.state_dict(), weights)
-    config = load_config("r50_fpn", TINY_OVERRIDES + ["solver.max_iter=1", "solver.base_lr=0.0",
-                                                      "solver.weight_decay=0.0"])
-    out = tmp_path / "finetune"
-    train(TrainJob(config=config, train_json=shapes_data["train"], output_dir=out, init_weights=weights,
-                   progress=False))
-    tuned = load_checkpoint(out / "last.pt")
+    tuned = fine_tune_one_step("r50_fpn", weights, shapes_data, tmp_path)
     assert tuned.config.model.backbone.norm == "frozen_bn" and tuned.config.model.backbone.frozen_bn_eps == 0.0
     assert tuned.state_dict["roi_heads.box_predictor.cls_score.weight"].shape == (4, 1024)  # 3 shapes + background
     assert tuned.state_dict["roi_heads.mask_head.predictor.weight"].shape[0] == 4
@@ -202,12 +202,7 @@ def test_fine_tuning_from_a_torchvision_v2_checkpoint_resizes_the_class_layers(s
     needed = read_starting_weights(weights).model_config
     assert (needed.rpn.head_convs, needed.roi_heads.box_head_convs, needed.backbone.fpn_norm) == (2, 4, "bn")
     assert needed.backbone == load_config("r50_fpn_v2").model.backbone != load_config("r50_fpn").model.backbone
-    config = load_config("r50_fpn_v2", TINY_OVERRIDES + ["solver.max_iter=1", "solver.base_lr=0.0",
-                                                         "solver.weight_decay=0.0"])
-    out = tmp_path / "finetune"
-    train(TrainJob(config=config, train_json=shapes_data["train"], output_dir=out, init_weights=weights,
-                   progress=False))
-    tuned = load_checkpoint(out / "last.pt")
+    tuned = fine_tune_one_step("r50_fpn_v2", weights, shapes_data, tmp_path)
     assert tuned.config.model.input.min_size_train == (64,)  # the given preset's overrides stay
     assert tuned.config.model.backbone.frozen_bn_eps == 1e-5 and tuned.config.model.num_classes == 3
     assert tuned.state_dict["roi_heads.box_predictor.cls_score.weight"].shape == (4, 1024)  # 3 shapes + background
