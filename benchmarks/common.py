@@ -51,27 +51,39 @@ def command_line() -> str:
     return " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
 
 
-def randomised_torchvision_state_dict():
-    """The parity test's weights (tests/torchvision_oracle.py): torchvision's maskrcnn_resnet50_fpn with fixed random
-    weights, non-trivial BatchNorm statistics (used with eps 0, as in the COCO file) and confident class logits."""
+def randomised_torchvision_state_dict(arch: str = "v1"):
+    """The parity tests' weights (tests/torchvision_oracle.py): torchvision's maskrcnn_resnet50_fpn (``arch`` "v1")
+    or maskrcnn_resnet50_fpn_v2 ("v2") with fixed random weights, non-trivial BatchNorm statistics (used with eps 0
+    in v1, as in its COCO file; 1e-5 in v2) and confident class logits."""
+    from torchvision.models.detection import maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2
     from torchvision_oracle import randomised_torchvision_model
 
-    return randomised_torchvision_model().state_dict()
+    if arch == "v2":
+        return randomised_torchvision_model(maskrcnn_resnet50_fpn_v2, bn_eps=1e-5).state_dict()
+    return randomised_torchvision_model(maskrcnn_resnet50_fpn).state_dict()
 
 
-def torchvision_model(state_dict, *, norm: str = "frozen"):
+def torchvision_model(state_dict, *, norm: str = "frozen", arch: str = "v1"):
     """torchvision's Mask R-CNN R50-FPN holding ``state_dict``, in eval mode.
 
-    norm "frozen": as ``maskrcnn_resnet50_fpn(weights="COCO_V1")`` builds it (FrozenBatchNorm2d with eps 0), the
+    v1, norm "frozen": as ``maskrcnn_resnet50_fpn(weights="COCO_V1")`` builds it (FrozenBatchNorm2d with eps 0), the
     model users run with the published weights. norm "bn": as built with weights=None (BatchNorm2d in eval mode,
-    eps set to 0), the parity test's module.
+    eps set to 0), the parity test's module. v2: as ``maskrcnn_resnet50_fpn_v2(weights="COCO_V1")`` builds it (its
+    backbone, FPN and heads have BatchNorm2d, eps 1e-5, whether or not weights are given; ``norm`` must be "bn").
     """
     import torch
     from torchvision.models import resnet50
+    from torchvision.models.detection import maskrcnn_resnet50_fpn_v2
     from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
     from torchvision.models.detection.mask_rcnn import MaskRCNN
     from torchvision.ops.misc import FrozenBatchNorm2d
 
+    if arch == "v2":
+        if norm != "bn":
+            raise ValueError("torchvision's v2 model has BatchNorm2d only (norm 'bn')")
+        model = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=91)
+        model.load_state_dict(state_dict)
+        return model.eval()
     if norm == "frozen":
         backbone = resnet50(weights=None, norm_layer=FrozenBatchNorm2d)
     elif norm == "bn":

@@ -1,12 +1,16 @@
-"""CPU inference, ours against torchvision's maskrcnn_resnet50_fpn, same weights and images, interleaved in one run.
+"""CPU inference, ours against torchvision's maskrcnn_resnet50_fpn (or _v2), same weights and images, interleaved in
+one run.
 
     python benchmarks/inference.py                  # 3 real images, warm-up + 5 timed rounds, peak RSS of each
     python benchmarks/inference.py --runs 7 --images a.jpg b.jpg
+    python benchmarks/inference.py --arch v2        # maskrcnn_resnet50_fpn_v2 against ours loading its file
 
 Weights: torchvision's R50-FPN with the parity test's randomised weights (tests/model/test_parity_torchvision.py),
 saved to a file and loaded into ours through ``maskrcnn.load`` (so ours runs what a user's Predictor runs).
 torchvision is built as ``maskrcnn_resnet50_fpn(weights="COCO_V1")`` builds it (FrozenBatchNorm2d, eps 0) and, for
-reference, as the parity test's module (BatchNorm2d in eval mode).
+reference, as the parity test's module (BatchNorm2d in eval mode). With ``--arch v2``: the v2 parity test's weights
+(tests/model/test_parity_torchvision_v2.py), and torchvision's v2 as ``maskrcnn_resnet50_fpn_v2(weights="COCO_V1")``
+builds it (BatchNorm2d in eval mode throughout, the one way it is built: model "torchvision").
 
 Both return every detection (box score > 0.05, NMS, top 100) with a full-image mask: torchvision's model is called
 on the image as a float tensor, ours through ``Predictor.predict_arrays(score_threshold=0)`` (numpy out). Each round
@@ -31,7 +35,7 @@ import common  # noqa: E402
 MODELS = ("ours", "torchvision", "torchvision_bn")
 
 
-def load_models(names: list[str], weights_path: Path, state_dict) -> dict:
+def load_models(names: list[str], weights_path: Path, state_dict, arch: str = "v1") -> dict:
     """name -> callable(image ndarray[H, W, 3] uint8) running that model on one image."""
     import torch
 
@@ -43,7 +47,8 @@ def load_models(names: list[str], weights_path: Path, state_dict) -> dict:
             predictor = maskrcnn.load(weights_path, device="cpu")
             runners[name] = lambda image, p=predictor: p.predict_arrays([image], score_threshold=0.0)[0]
         else:
-            model = common.torchvision_model(state_dict, norm="frozen" if name == "torchvision" else "bn")
+            norm = "frozen" if name == "torchvision" and arch == "v1" else "bn"
+            model = common.torchvision_model(state_dict, norm=norm, arch=arch)
 
             def run(image, model=model):
                 with torch.inference_mode():
@@ -59,12 +64,12 @@ def read_images(paths: list[str]):
     return [read_image(p if Path(p).is_absolute() else common.DATA / p) for p in paths]
 
 
-def memory_child(name: str, images: list[str], weights: str) -> None:
+def memory_child(name: str, images: list[str], weights: str, arch: str) -> None:
     """Fresh process: load one model, warm up, reset the RSS high-water mark, run every image; print JSON."""
     import torch
 
     state = torch.load(weights, weights_only=True) if name != "ours" else None
-    runner = load_models([name], Path(weights), state)[name]
+    runner = load_models([name], Path(weights), state, arch)[name]
     del state
     arrays = read_images(images)
     runner(arrays[0])
@@ -84,24 +89,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", nargs="+", default=common.DEFAULT_IMAGES, help="paths (relative: to shared data)")
     parser.add_argument("--runs", type=int, default=5, help="timed rounds after one warm-up round (default 5)")
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--arch", choices=("v1", "v2"), default="v1",
+                        help="torchvision's maskrcnn_resnet50_fpn (v1, default) or maskrcnn_resnet50_fpn_v2")
+    parser.add_argument("--models", nargs="+", choices=MODELS,
+                        help="default: all for v1; ours and torchvision for v2 (torchvision_bn is the same model)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-RSS subprocesses")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.models is None:
+        args.models = list(MODELS) if args.arch == "v1" else ["ours", "torchvision"]
+    if args.arch == "v2" and "torchvision_bn" in args.models:
+        parser.error("--arch v2: torchvision's v2 model has BatchNorm2d only; use --models ours torchvision")
     if args.memory_child:
-        memory_child(args.memory_child, args.images, args.weights)
+        memory_child(args.memory_child, args.images, args.weights, args.arch)
         return
 
     import torch
 
     print(f"command: {common.command_line()}")
     print(f"machine: {common.machine()}")
-    state = common.randomised_torchvision_state_dict()
+    print(f"architecture: torchvision's maskrcnn_resnet50_fpn{'_v2' if args.arch == 'v2' else ''}")
+    state = common.randomised_torchvision_state_dict(args.arch)
     with tempfile.TemporaryDirectory() as tmp:
-        weights = Path(tmp) / "maskrcnn_resnet50_fpn_randomised.pth"
+        weights = Path(tmp) / f"maskrcnn_resnet50_fpn{'_v2' if args.arch == 'v2' else ''}_randomised.pth"
         torch.save(state, weights)
-        runners = load_models(args.models, weights, state)
+        runners = load_models(args.models, weights, state, args.arch)
         arrays = read_images(args.images)
         print("images: " + ", ".join(f"{p} ({a.shape[1]}x{a.shape[0]})" for p, a in zip(args.images, arrays)))
 
@@ -127,7 +140,7 @@ def main() -> None:
         if not args.no_memory:
             for name in args.models:
                 memory[name] = common.peak_rss_of(
-                    ["--memory-child", name, "--weights", str(weights), "--images", *args.images]
+                    ["--memory-child", name, "--weights", str(weights), "--arch", args.arch, "--images", *args.images]
                 )
 
     print(f"machine after: {common.machine()}")
