@@ -30,10 +30,10 @@ from maskrcnn.config import (
     BackboneConfig,
     Config,
     InputConfig,
-    detectron2_config,
     ModelConfig,
     ROIHeadsConfig,
     RPNConfig,
+    detectron2_config,
     from_dict,
     to_dict,
 )

@@ -150,13 +150,14 @@ def test_fine_tuning_from_a_detectron2_file_keeps_its_conventions_and_resizes_th
     weights = tmp_path / "model_final_random.pkl"
     write_model_zoo_pickle(weights, model)
     config = load_config("d2_r50_fpn", TINY_OVERRIDES + ["solver.max_iter=1", "solver.base_lr=0.0",
-                                                         "solver.weight_decay=0.0"])
+                                                         "solver.weight_decay=0.0", "model.backbone.freeze_at=1"])
     out = tmp_path / "finetune"
     train(TrainJob(config=config, train_json=shapes_data["train"], output_dir=out, init_weights=weights,
                    progress=False))
     tuned = load_checkpoint(out / "last.pt")
     assert tuned.config.model.backbone.stride_in_1x1 and tuned.config.model.input.resize == "detectron2"
     assert tuned.config.model.input.min_size_train == (64,)  # the given preset's overrides stay
+    assert tuned.config.model.backbone.freeze_at == 1
     assert tuned.state_dict["roi_heads.box_predictor.cls_score.weight"].shape == (4, 1024)  # 3 shapes + background
     assert tuned.state_dict["roi_heads.mask_head.predictor.weight"].shape[0] == 4
     # with a zero learning rate everything else is exactly detectron2's (the stem reading RGB)

@@ -41,10 +41,10 @@ import torch
 from torch import Tensor
 
 from maskrcnn.checkpoint import (
+    StartingWeights,
     apply_starting_weights,
     load_checkpoint,
     load_state_into,
-    StartingWeights,
     read_starting_weights,
     save_checkpoint,
 )
@@ -265,11 +265,13 @@ class _Trainer:
 
     def _config_for_weights(self, config: Config, needed: ModelConfig) -> Config:
         """Weights that fix their architecture and input conventions (detectron2's): the given model config when it
-        has the same backbone and pixel normalisation (the matching preset, maybe with overrides), else theirs."""
-        model, input_ = config.model, config.model.input
-        same = model.backbone == needed.backbone and (input_.pixel_mean, input_.pixel_std) == (
-            needed.input.pixel_mean, needed.input.pixel_std
-        )  # fmt: skip
+        builds the same backbone and normalises pixels alike (the matching preset, with any training overrides such
+        as freeze_at or norm), else theirs."""
+        model = config.model
+        architecture = ("depth", "groups", "width_per_group", "stride_in_1x1", "stem_width", "fpn_channels", "fpn_norm")
+        same = all(getattr(model.backbone, f) == getattr(needed.backbone, f) for f in architecture) and (
+            (model.input.pixel_mean, model.input.pixel_std) == (needed.input.pixel_mean, needed.input.pixel_std)
+        )
         if same:
             return config
         self._print(f"note: the model config is replaced by the one {self.job.init_weights} needs (its backbone, "
