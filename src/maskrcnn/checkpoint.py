@@ -9,6 +9,10 @@ A torchvision file is the state dict of ``maskrcnn_resnet50_fpn`` (as in ``maskr
 or ``model.state_dict()`` of a current torchvision), optionally wrapped in {"model": ...}. It loads with frozen-BN
 eps 0, ``aligned=False``, torchvision's anchor strides and its resize rule; its labels are torchvision's COCO label
 indices, named with the COCO class names.
+
+A detectron2 model-zoo file (``.pkl``, read by ``maskrcnn.zoo.detectron2`` without running code) loads with
+``config.detectron2_config`` (its depth and ResNeXt groups read from the file); its 80 contiguous classes are the
+COCO categories in their standard order, with their COCO ids.
 """
 
 from __future__ import annotations
@@ -29,13 +33,15 @@ from maskrcnn.config import (
     ModelConfig,
     ROIHeadsConfig,
     RPNConfig,
+    detectron2_config,
     from_dict,
     to_dict,
 )
-from maskrcnn.data.coco_classes import torchvision_label_names
+from maskrcnn.data.coco_classes import COCO_CATEGORIES, torchvision_label_names
 from maskrcnn.errors import UserError
 from maskrcnn.io import atomic_torch_save
 from maskrcnn.model.mask_rcnn import MaskRCNN
+from maskrcnn.zoo.detectron2 import backbone_shape, detectron2_to_ours, read_detectron2_file
 
 FORMAT = "maskrcnn"
 VERSION = 1
@@ -49,7 +55,7 @@ class LoadedCheckpoint:
     config: Config
     class_names: list[str]
     category_ids: list[int]
-    source: str  # "maskrcnn" or "torchvision"
+    source: str  # "maskrcnn", "torchvision" or "detectron2"
     extra: dict[str, Any]  # training state of our checkpoints (optimizer, iteration, ...), else empty
 
 
@@ -85,7 +91,7 @@ def read_file(path: str | Path) -> Any:
     if not path.is_file():
         raise UserError(f"weights file not found: {path}")
     if path.suffix.lower() == ".pkl":  # detectron2's model zoo: read by maskrcnn.zoo.detectron2, not by torch.load
-        raise UserError(f"{path}: detectron2 model-zoo files (.pkl) cannot be loaded yet")
+        raise UserError(f"{path} is a detectron2 model-zoo pickle, not a PyTorch checkpoint")
     if path.suffix.lower() == ".onnx":
         raise UserError(f"cannot read weights file {path}: it is an ONNX model, not a PyTorch checkpoint; run it with "
                         "ONNX Runtime")
@@ -128,6 +134,8 @@ def _reason(error: Exception) -> str:
 def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
     """Read our checkpoint or a torchvision Mask R-CNN state dict; UserError naming the file for anything else."""
     path = Path(path)
+    if _is_detectron2(path):
+        return _from_detectron2(path)
     obj = read_file(path)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         return _from_ours(obj, path)
@@ -235,6 +243,26 @@ def _from_torchvision(state: dict[str, Tensor], path: Path) -> LoadedCheckpoint:
     )
 
 
+# ---- detectron2 -------------------------------------------------------------------------------------------------------
+
+
+def _is_detectron2(path: Path) -> bool:
+    return path.suffix.lower() == ".pkl" and path.is_file()
+
+
+def _from_detectron2(path: Path) -> LoadedCheckpoint:
+    model = read_detectron2_file(path)
+    depth, groups, width_per_group = backbone_shape(model)
+    state = detectron2_to_ours(model, path=path)
+    num_classes = int(state["roi_heads.box_predictor.cls_score.weight"].shape[0]) - 1
+    if num_classes == len(COCO_CATEGORIES):
+        names, ids = [n for _, n in COCO_CATEGORIES], [c for c, _ in COCO_CATEGORIES]
+    else:
+        names, ids = [f"class_{i}" for i in range(num_classes)], list(range(1, num_classes + 1))
+    config = detectron2_config(depth=depth, groups=groups, width_per_group=width_per_group, num_classes=num_classes)
+    return LoadedCheckpoint(state, config, names, ids, "detectron2", {})
+
+
 def load_state_into(model: MaskRCNN, state: dict[str, Tensor], *, path: str | Path) -> None:
     """Load a state dict in our layout; one UserError listing what is missing, unexpected or mis-shaped."""
     expected = model.state_dict()
@@ -297,18 +325,32 @@ def resize_class_heads(state: dict[str, Tensor], num_classes: int) -> dict[str, 
     return {k: v for k, v in state.items() if not k.startswith(CLASS_SPECIFIC)}
 
 
-def read_starting_weights(path: Path) -> tuple[str, dict[str, Tensor]]:
-    """Read a file to start training from -> (kind, state dict): "maskrcnn" or "torchvision" (our layout), or
-    "imagenet" (a torchvision ResNet classifier's layout)."""
+@dataclass
+class StartingWeights:
+    """What ``read_starting_weights`` read: kind "maskrcnn", "torchvision" or "detectron2" (``state`` in our
+    layout) or "imagenet" (a torchvision ResNet classifier's layout); ``model_config``: the architecture and input
+    conventions the weights need, where the file fixes them (detectron2's), else None."""
+
+    kind: str
+    state: dict[str, Tensor]
+    model_config: ModelConfig | None = None
+
+
+def read_starting_weights(path: Path) -> StartingWeights:
+    """Read a file to start training from (``StartingWeights``); UserError naming it for anything else."""
+    if _is_detectron2(path):
+        loaded = _from_detectron2(path)
+        return StartingWeights("detectron2", loaded.state_dict, loaded.config.model)
     obj = read_file(path)
     if isinstance(obj, dict) and obj.get("format") == "maskrcnn":
-        return "maskrcnn", load_checkpoint(path).state_dict
+        return StartingWeights("maskrcnn", load_checkpoint(path).state_dict)
     state = obj.get("model", obj.get("state_dict", obj)) if isinstance(obj, dict) else None
     if isinstance(state, dict) and _looks_like_torchvision(state):
-        return "torchvision", torchvision_to_ours(state)
+        return StartingWeights("torchvision", torchvision_to_ours(state))
     if isinstance(state, dict) and "conv1.weight" in state:
-        return "imagenet", state
-    raise UserError(f"{path} is not a maskrcnn checkpoint, a torchvision Mask R-CNN or an ImageNet ResNet state dict")
+        return StartingWeights("imagenet", state)
+    raise UserError(f"{path} is not a maskrcnn checkpoint, a torchvision or detectron2 Mask R-CNN or an ImageNet "
+                    "ResNet state dict")
 
 
 def apply_starting_weights(

@@ -154,7 +154,23 @@ class BackboneConfig(_Checked):
     # stages without gradients when fine-tuning: 0 none, 1 the stem, 2 stem + res2 (torchvision's default), ...
     freeze_at: Annotated[int, Range(low=0, high=5)] = 2
     stem_width: Annotated[int, AT_LEAST_1] = 64  # channels after the stem; res2..res5 widths scale with it
+    # ResNeXt (bottleneck ResNets only): the 3x3 convolution of each bottleneck in ``groups`` groups of
+    # ``width_per_group`` channels at res2 (doubling per stage), 32 x 8 for X101-32x8d; 1 x 64 is a plain ResNet
+    groups: Annotated[int, AT_LEAST_1] = 1
+    width_per_group: Annotated[int, AT_LEAST_1] = 64
+    # where the stride of each stage's first bottleneck sits: in its 3x3 convolution (torchvision, ResNeXt), or in
+    # its first 1x1 (the MSRA ResNets that detectron2's R50/R101 models start from)
+    stride_in_1x1: bool = False
     fpn_channels: Annotated[int, AT_LEAST_1] = 256
+    fpn_norm: Annotated[str, OneOf(("none", "bn", "gn"))] = "none"  # after each FPN convolution (torchvision v2: bn)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.depth < 50:
+            for name, plain in (("groups", 1), ("width_per_group", 64), ("stride_in_1x1", False)):
+                if getattr(self, name) != plain:
+                    raise UserError(f"{self.KEY}.{name}={_text(getattr(self, name))}: needs a bottleneck ResNet "
+                                    f"({self.KEY}.depth 50 or 101), not depth {self.depth}")
 
 
 @dataclass(frozen=True)
@@ -162,6 +178,8 @@ class RPNConfig(_Checked):
     KEY: ClassVar[str] = "model.rpn"
     anchor_sizes: Annotated[tuple[int, ...], Count(5), AT_LEAST_1] = (32, 64, 128, 256, 512)  # one per level P2-P6
     aspect_ratios: Annotated[tuple[float, ...], SOME, POSITIVE] = (0.5, 1.0, 2.0)
+    round_anchors: bool = True  # base anchors rounded to whole pixels (torchvision); detectron2 keeps them exact
+    head_convs: Annotated[int, AT_LEAST_1] = 1  # 3x3 conv + ReLU layers before the predictors (torchvision v2: 2)
     # torchvision derives each level's anchor stride as padded_image_size // feature_size, which is not the true
     # stride for P6 when the padded size is not a multiple of 64; its weights were trained that way.
     torchvision_anchor_strides: bool = False
@@ -189,10 +207,16 @@ class ROIHeadsConfig(_Checked):
     mask_pool_size: Annotated[int, AT_LEAST_1] = 14
     sampling_ratio: Annotated[int, NON_NEGATIVE] = 2
     aligned: bool = True  # RoIAlign half-pixel correction; torchvision's weights use False
+    # how a box chooses its FPN level, floor(4 + log2(sqrt(area) / 224)) up to an epsilon: "torchvision" adds 1e-6
+    # to the level, "detectron2" 1e-8 to the ratio inside the log
+    level_assignment: Annotated[str, OneOf(("torchvision", "detectron2"))] = "torchvision"
+    box_head_convs: Annotated[int, NON_NEGATIVE] = 0  # 3x3 convs of the box head before its fcs (torchvision v2: 4)
+    box_conv_dim: Annotated[int, AT_LEAST_1] = 256
     fc_dim: Annotated[int, AT_LEAST_1] = 1024
     num_fc: Annotated[int, AT_LEAST_1] = 2
     mask_conv_dim: Annotated[int, AT_LEAST_1] = 256
     num_mask_convs: Annotated[int, NON_NEGATIVE] = 4
+    head_norm: Annotated[str, OneOf(("none", "bn", "gn"))] = "none"  # after each box- and mask-head conv (v2: bn)
     batch_size_per_image: Annotated[int, AT_LEAST_1] = 512
     positive_fraction: Annotated[float, FRACTION] = 0.25
     fg_iou_thresh: Annotated[float, FRACTION] = 0.5
@@ -203,7 +227,12 @@ class ROIHeadsConfig(_Checked):
     score_thresh: Annotated[float, FRACTION] = 0.05
     nms_thresh: Annotated[float, FRACTION] = 0.5
     detections_per_image: Annotated[int, AT_LEAST_1] = 100
+    # detections narrower or lower than this (in the resized image) are dropped; empty boxes always are
+    min_box_size: Annotated[float, NON_NEGATIVE] = 1e-2
     mask_threshold: Annotated[float, FRACTION] = 0.5
+    # how a mask is put into the image (structures/masks.py): "torchvision" resizes the padded M x M map onto the
+    # box snapped to whole pixels, mask where > threshold; "detectron2" samples it at the pixel centres, >= threshold
+    mask_paste: Annotated[str, OneOf(("torchvision", "detectron2"))] = "torchvision"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -222,8 +251,9 @@ class InputConfig(_Checked):
     size_divisible: Annotated[int, AT_LEAST_1] = 32
     flip_prob: Annotated[float, FRACTION] = 0.5  # training
     # how images are resized, in training and inference alike (structures/resize.py): "antialias" (rounded sizes,
-    # antialiased bilinear, as PIL and detectron2) or "torchvision" (floored sizes, plain bilinear: its weights)
-    resize: Annotated[str, OneOf(("antialias", "torchvision"))] = "antialias"
+    # antialiased bilinear), "torchvision" (floored sizes, plain bilinear: its weights) or "detectron2" (its sizes,
+    # PIL's bilinear on the uint8 image before normalising: its weights)
+    resize: Annotated[str, OneOf(("antialias", "torchvision", "detectron2"))] = "antialias"
 
 
 @dataclass(frozen=True)
@@ -312,7 +342,68 @@ def _small() -> Config:
     )
 
 
-PRESETS = {"r50_fpn": _r50_fpn, "r101_fpn": _r101_fpn, "small": _small}
+# detectron2 feeds BGR pixels in 0-255 minus this mean (its ImageNet mean, BGR), with std 1; here in RGB order and
+# on pixels scaled to [0, 1] (its weights' stem takes RGB: zoo/detectron2.py reverses their input channels)
+DETECTRON2_PIXEL_MEAN = (123.675 / 255, 116.28 / 255, 103.53 / 255)
+DETECTRON2_PIXEL_STD = (1 / 255, 1 / 255, 1 / 255)
+
+
+def detectron2_config(*, depth: int = 50, groups: int = 1, width_per_group: int = 64, num_classes: int = 80) -> Config:
+    """detectron2's Mask R-CNN FPN (its configs/Base-RCNN-FPN.yaml and COCO-InstanceSegmentation 3x files): what
+    its model-zoo weights need to give its detections. ResNets (groups 1) are MSRA's, with the stride in the first
+    1x1 convolution; its ResNeXts have it in the 3x3. Anchors exact and at offset 0 (torchvision's P6 strides
+    not used), RPN top-k 2000/1000 per level and 1000/1000 per image (training/test) without a minimum proposal
+    size; RoIAlign aligned with an adaptive sampling ratio and its level assignment; its resize and mask pasting."""
+    return Config(
+        model=ModelConfig(
+            num_classes=num_classes,
+            backbone=BackboneConfig(
+                depth=depth,
+                norm="frozen_bn",
+                frozen_bn_eps=1e-5,
+                freeze_at=2,
+                groups=groups,
+                width_per_group=width_per_group,
+                stride_in_1x1=groups == 1,
+            ),
+            rpn=RPNConfig(
+                round_anchors=False,
+                torchvision_anchor_strides=False,
+                pre_nms_topk_train=2000,
+                pre_nms_topk_test=1000,
+                post_nms_topk_train=1000,
+                post_nms_topk_test=1000,
+                min_box_size=0.0,
+            ),
+            roi_heads=ROIHeadsConfig(
+                sampling_ratio=0,
+                aligned=True,
+                level_assignment="detectron2",
+                box_reg_weights=(10.0, 10.0, 5.0, 5.0),
+                min_box_size=0.0,
+                mask_paste="detectron2",
+            ),
+            input=InputConfig(
+                min_size_train=(640, 672, 704, 736, 768, 800),
+                max_size_train=1333,
+                min_size_test=800,
+                max_size_test=1333,
+                pixel_mean=DETECTRON2_PIXEL_MEAN,
+                pixel_std=DETECTRON2_PIXEL_STD,
+                resize="detectron2",
+            ),
+        )
+    )
+
+
+PRESETS = {
+    "r50_fpn": _r50_fpn,
+    "r101_fpn": _r101_fpn,
+    "small": _small,
+    "d2_r50_fpn": lambda: detectron2_config(depth=50),
+    "d2_r101_fpn": lambda: detectron2_config(depth=101),
+    "d2_x101_32x8d_fpn": lambda: detectron2_config(depth=101, groups=32, width_per_group=8),
+}
 
 
 def preset(name: str) -> Config:

@@ -17,10 +17,13 @@ def test_yaml_file_with_preset_and_overrides(tmp_path):
 def test_round_trip_through_dict_and_yaml():
     import yaml
 
-    for name in ("r50_fpn", "r101_fpn", "small"):
+    for name in ("r50_fpn", "r101_fpn", "small", "d2_r50_fpn", "d2_r101_fpn", "d2_x101_32x8d_fpn"):
         config = preset(name)
         assert from_dict(to_dict(config)) == config
         assert from_dict(yaml.safe_load(dump_yaml(config))) == config
+    resnext = preset("d2_x101_32x8d_fpn").model.backbone
+    assert (resnext.depth, resnext.groups, resnext.width_per_group, resnext.stride_in_1x1) == (101, 32, 8, False)
+    assert preset("d2_r50_fpn").model.backbone.stride_in_1x1  # MSRA ResNets: the stride in the first 1x1
 
 
 @pytest.mark.parametrize(

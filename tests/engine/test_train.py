@@ -143,6 +143,30 @@ def test_training_from_scratch_unfreezes_the_backbone(shapes_data, tmp_path, cap
     assert saved.norm == "bn" and saved.freeze_at == 0
 
 
+def test_fine_tuning_from_a_detectron2_file_keeps_its_conventions_and_resizes_the_class_layers(shapes_data, tmp_path):
+    from detectron2_weights import detectron2_fpn_weights, write_model_zoo_pickle
+
+    model = detectron2_fpn_weights(depth=50, seed=0)
+    weights = tmp_path / "model_final_random.pkl"
+    write_model_zoo_pickle(weights, model)
+    config = load_config("d2_r50_fpn", TINY_OVERRIDES + ["solver.max_iter=1", "solver.base_lr=0.0",
+                                                         "solver.weight_decay=0.0", "model.backbone.freeze_at=1"])
+    out = tmp_path / "finetune"
+    train(TrainJob(config=config, train_json=shapes_data["train"], output_dir=out, init_weights=weights,
+                   progress=False))
+    tuned = load_checkpoint(out / "last.pt")
+    assert tuned.config.model.backbone.stride_in_1x1 and tuned.config.model.input.resize == "detectron2"
+    assert tuned.config.model.input.min_size_train == (64,)  # the given preset's overrides stay
+    assert tuned.config.model.backbone.freeze_at == 1
+    assert tuned.state_dict["roi_heads.box_predictor.cls_score.weight"].shape == (4, 1024)  # 3 shapes + background
+    assert tuned.state_dict["roi_heads.mask_head.predictor.weight"].shape[0] == 4
+    # with a zero learning rate everything else is exactly detectron2's (the stem reading RGB)
+    assert torch.equal(tuned.state_dict["backbone.bottom_up.conv1.weight"],
+                       torch.from_numpy(model["backbone.bottom_up.stem.conv1.weight"][:, ::-1].copy()))
+    assert torch.equal(tuned.state_dict["backbone.bottom_up.layer4.2.conv3.weight"],
+                       torch.from_numpy(model["backbone.bottom_up.res5.2.conv3.weight"]))
+
+
 def test_fine_tuning_from_a_torchvision_checkpoint_resizes_the_class_layers(shapes_data, tmp_path):
     from torchvision.models.detection import maskrcnn_resnet50_fpn
 

@@ -29,9 +29,3 @@ def http() -> HttpClient:
 @pytest.fixture
 def home(tmp_path) -> Path:
     return tmp_path / "home"
-
-
-@pytest.fixture
-def small_chunks(monkeypatch):
-    """64 KiB Range requests, so that the 300 kB file takes five."""
-    monkeypatch.setattr("maskrcnn.zoo.cache.CHUNK", 64 * 1024)

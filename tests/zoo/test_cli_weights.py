@@ -89,10 +89,10 @@ def test_every_command_refuses_names_not_supported_yet(command, tmp_path, capsys
         "export": ["export", "--output", str(tmp_path / "m.onnx")],
         "train": ["train", "--data", str(gt), "--output", str(tmp_path / "o")],
     }[command]
-    assert main([*args, "--weights", "d2-r50-fpn-3x"]) == 2
+    assert main([*args, "--weights", "coco-r50-fpn-v2"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: weights d2-r50-fpn-3x (detectron2 (mask_rcnn_R_50_FPN_3x, model 137849600)) are "
-                          "listed but cannot be used yet: detectron2's inference conventions") and err.count("\n") == 1
+    assert err.startswith("error: weights coco-r50-fpn-v2 (torchvision (maskrcnn_resnet50_fpn_v2, COCO_V1)) are "
+                          "listed but cannot be used yet: torchvision's v2 architecture") and err.count("\n") == 1
     assert not (tmp_path / "home").exists()
 
 
@@ -104,7 +104,8 @@ def test_weights_list_shows_the_registry(zoo, capsys):
     assert set(rows) == {e.name for e in registry.ENTRIES}
     assert rows["coco-r50-fpn"].split()[-8:] == ["37.9", "34.6", "170", "MB", "downloads", "on", "first", "use"]
     assert rows["imagenet-r101"].endswith("171 MB  downloads on first use, for train only")
-    assert rows["d2-x101-32x8d-fpn-3x"].endswith("44.3     39.5  unpublished  not yet supported")
+    assert rows["d2-x101-32x8d-fpn-3x"].endswith("44.3     39.5  unpublished  downloads on first use")
+    assert rows["coco-r50-fpn-v2"].endswith("not yet supported")
     assert rows["tiny-zoo"].endswith("downloads on first use")
     resolve_weights("tiny-zoo", purpose="predict")
     main(["weights", "list"])

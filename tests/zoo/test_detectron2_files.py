@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import pickle
 import sys
@@ -16,11 +17,11 @@ sys.path.insert(0, str(Path(__file__).parents[1]))  # detectron2_weights
 
 from detectron2_weights import detectron2_fpn_weights, write_model_zoo_pickle  # noqa: E402
 
-from maskrcnn.checkpoint import load_state_into  # noqa: E402
+from maskrcnn.checkpoint import load_checkpoint, load_state_into, read_file  # noqa: E402
 from maskrcnn.config import BackboneConfig, ModelConfig  # noqa: E402
 from maskrcnn.errors import UserError  # noqa: E402
 from maskrcnn.model.build import build_model  # noqa: E402
-from maskrcnn.zoo.detectron2 import detectron2_to_ours, read_detectron2_file, resnet_depth  # noqa: E402
+from maskrcnn.zoo.detectron2 import backbone_shape, detectron2_to_ours, read_detectron2_file, resnet_depth  # noqa: E402
 from maskrcnn.zoo.safe_pickle import load_numpy_pickle  # noqa: E402
 
 
@@ -129,9 +130,8 @@ def test_every_r50_parameter_maps_onto_our_model_with_its_values(r50):
     assert all(state[k].shape == expected[k].shape and state[k].dtype == torch.float32 for k in expected)
     load_state_into(ours, state, path=path)
 
-    # spot checks of the renaming, one per rule
+    # spot checks of the renaming, one per rule (the stem's, whose channels are reversed: a test below)
     pairs = {
-        "backbone.bottom_up.stem.conv1.weight": "backbone.bottom_up.conv1.weight",
         "backbone.bottom_up.stem.conv1.norm.running_var": "backbone.bottom_up.bn1.running_var",
         "backbone.bottom_up.res2.0.shortcut.weight": "backbone.bottom_up.layer1.0.downsample.0.weight",
         "backbone.bottom_up.res3.0.shortcut.norm.bias": "backbone.bottom_up.layer2.0.downsample.1.bias",
@@ -187,9 +187,58 @@ def test_saved_buffers_are_dropped_and_strangers_named(r50):
         detectron2_to_ours(agnostic, path="f.pkl")
 
 
-def test_loading_a_model_zoo_file_says_it_is_not_supported_yet(r50):
-    import maskrcnn
+def test_a_model_zoo_file_loads_with_detectron2s_config_and_rgb_stem(r50):
+    model, path = r50
+    loaded = load_checkpoint(path)
+    assert loaded.source == "detectron2" and loaded.config.model.backbone.depth == 50
+    assert loaded.config.model.input.pixel_std == (1 / 255, 1 / 255, 1 / 255)
+    stem = torch.from_numpy(model["backbone.bottom_up.stem.conv1.weight"])  # (64, 3, 7, 7) over B, G, R
+    assert torch.equal(loaded.state_dict["backbone.bottom_up.conv1.weight"], stem[:, [2, 1, 0]])
+    with pytest.raises(UserError, match=f"{path} is a detectron2 model-zoo pickle, not a PyTorch checkpoint"):
+        read_file(path)
 
-    _, path = r50
-    with pytest.raises(UserError, match=f"{path}: detectron2 model-zoo files \\(.pkl\\) cannot be loaded yet"):
-        maskrcnn.load(path)
+
+def test_resnext_shape_is_read_from_the_grouped_convolutions():
+    grouped = {"backbone.bottom_up.res2.0.conv2.weight": np.zeros((256, 8, 3, 3), np.float32)}
+    grouped.update({f"backbone.bottom_up.res4.{b}.conv1.weight": np.zeros(1) for b in range(23)})
+    assert backbone_shape(grouped) == (101, 32, 8)
+
+
+def test_a_grouped_resnext_file_loads_and_computes_what_its_block_diagonal_dense_form_does(r50, tmp_path):
+    """ResNeXt-50 4x16d in detectron2's layout (an R50 file whose 3x3 convolutions are grouped: 4 groups of 16
+    channels at res2, so every other shape stays R50's) loads with groups read from the file, and its backbone
+    computes what a plain ResNet-50 with the same weights spread block-diagonally computes."""
+    model, _ = r50
+    groups = 4
+    grouped = {k: (v[:, : v.shape[1] // groups].copy() if k.endswith(".conv2.weight") else v) for k, v in model.items()}
+    path = tmp_path / "model_final_x50.pkl"
+    write_model_zoo_pickle(path, grouped)
+    loaded = load_checkpoint(path)
+    bb = loaded.config.model.backbone
+    assert (bb.depth, bb.groups, bb.width_per_group, bb.stride_in_1x1) == (50, 4, 16, False)
+    small_input = dataclasses.replace(loaded.config.model.input, min_size_test=64, max_size_test=128)
+    resnext = build_model(dataclasses.replace(loaded.config.model, input=small_input)).eval()
+    load_state_into(resnext, loaded.state_dict, path=path)
+    assert resnext.backbone.bottom_up.layer3[0].conv2.groups == 4
+
+    dense_state = dict(loaded.state_dict)
+    for key, w in loaded.state_dict.items():
+        if key.endswith(".conv2.weight"):  # (C, C / g, 3, 3) -> (C, C, 3, 3), zero between groups
+            c, per_group = w.shape[:2]
+            dense = torch.zeros(c, c, 3, 3)
+            for g in range(groups):
+                rows = slice(g * per_group, (g + 1) * per_group)
+                dense[rows, rows] = w[rows]
+            dense_state[key] = dense
+    plain_config = ModelConfig(
+        num_classes=80, backbone=BackboneConfig(depth=50, norm="frozen_bn", stride_in_1x1=False, frozen_bn_eps=1e-5)
+    )
+    plain = build_model(plain_config).eval()
+    load_state_into(plain, dense_state, path=path)
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(0)) * 50
+    with torch.no_grad():
+        for a, b in zip(resnext.backbone(x), plain.backbone(x)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        out = resnext([torch.randint(0, 256, (3, 60, 90), dtype=torch.uint8)])[0]
+    assert out["masks"].shape[1:] == (60, 90)

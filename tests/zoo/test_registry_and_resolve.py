@@ -37,7 +37,8 @@ def test_recorded_prefixes_are_the_ones_in_the_published_file_names():
 
 def test_what_can_be_used_before_the_new_architectures_land():
     usable = {e.name for e in ENTRIES if not e.unsupported}
-    assert usable == {"coco-r50-fpn", "imagenet-r50", "imagenet-r101"}
+    assert usable == {"coco-r50-fpn", "imagenet-r50", "imagenet-r101", "d2-r50-fpn-1x", "d2-r50-fpn-3x",
+                      "d2-r101-fpn-3x", "d2-x101-32x8d-fpn-3x"}  # fmt: skip
     assert find_entry("COCO-R50-FPN").url.endswith("maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth")
     assert find_entry("d2-r101-fpn-1x") is None  # detectron2 published R101-FPN and X101-FPN at 3x only
 

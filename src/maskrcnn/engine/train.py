@@ -33,7 +33,7 @@ import math
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +41,14 @@ import torch
 from torch import Tensor
 
 from maskrcnn.checkpoint import (
+    StartingWeights,
     apply_starting_weights,
     load_checkpoint,
     load_state_into,
     read_starting_weights,
     save_checkpoint,
 )
-from maskrcnn.config import Config, dump_yaml, replace_backbone, replace_model
+from maskrcnn.config import Config, ModelConfig, dump_yaml, replace_backbone, replace_model
 from maskrcnn.data.coco import CocoDataset
 from maskrcnn.data.loader import build_train_loader
 from maskrcnn.data.transforms import Compose, RandomHorizontalFlip, ResizeShortestEdge
@@ -165,7 +166,9 @@ class _Trainer:
                 raise ArgumentError(f"val_{e.argument}", e.message) from None
             self.val_truth = load_ground_truth(job.val_json)
         self._check_images()
-        self.config = self._effective_config(job, resumed, start[0] if start else None)
+        self.config = self._effective_config(job, resumed, start)
+        if self.config.model.input != job.config.model.input:  # training images are resized as the weights need
+            self.train_set.transform = train_transform(self.config)
 
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[solver.amp]
         if self.amp_dtype is not None and device.type != "cuda":
@@ -185,9 +188,10 @@ class _Trainer:
         if resumed is not None:
             self._restore(resumed)
         elif start is not None:
-            kind, state = start
-            apply_starting_weights(self.model, kind, state, num_classes=len(self.class_names), path=job.init_weights)
-            self._print(f"starting from {kind} weights {job.init_weights}")
+            apply_starting_weights(
+                self.model, start.kind, start.state, num_classes=len(self.class_names), path=job.init_weights
+            )
+            self._print(f"starting from {start.kind} weights {job.init_weights}")
 
         self.ddp_model: torch.nn.Module = self.model
         if dist.enabled:
@@ -222,8 +226,9 @@ class _Trainer:
                 "fix or remove them, then start again"
             )
 
-    def _effective_config(self, job: TrainJob, resumed: Any, start_kind: str | None) -> Config:
+    def _effective_config(self, job: TrainJob, resumed: Any, start: StartingWeights | None) -> Config:
         """The config this run really uses: the data's class count, and the backbone the starting point needs."""
+        start_kind = start.kind if start else None
         num_classes = len(self.class_names)
         if job.config.model.num_classes != num_classes:
             chosen = f"model.num_classes={job.config.model.num_classes}"
@@ -244,6 +249,8 @@ class _Trainer:
                 )
             return config
         backbone = config.model.backbone
+        if start is not None and start.model_config is not None:
+            return self._config_for_weights(config, start.model_config)
         if start_kind == "torchvision":  # its frozen BatchNorm statistics were trained with eps 0
             if backbone.frozen_bn_eps != 0.0:
                 self._print(f"note: model.backbone.frozen_bn_eps={backbone.frozen_bn_eps} is replaced by 0, the value "
@@ -255,6 +262,21 @@ class _Trainer:
                         "(model.backbone.norm=bn, model.backbone.freeze_at=0)")
             return replace_backbone(config, norm="bn" if backbone.norm == "frozen_bn" else backbone.norm, freeze_at=0)
         return config
+
+    def _config_for_weights(self, config: Config, needed: ModelConfig) -> Config:
+        """Weights that fix their architecture and input conventions (detectron2's): the given model config when it
+        builds the same backbone and normalises pixels alike (the matching preset, with any training overrides such
+        as freeze_at or norm), else theirs."""
+        model = config.model
+        architecture = ("depth", "groups", "width_per_group", "stride_in_1x1", "stem_width", "fpn_channels", "fpn_norm")
+        same = all(getattr(model.backbone, f) == getattr(needed.backbone, f) for f in architecture) and (
+            (model.input.pixel_mean, model.input.pixel_std) == (needed.input.pixel_mean, needed.input.pixel_std)
+        )
+        if same:
+            return config
+        self._print(f"note: the model config is replaced by the one {self.job.init_weights} needs (its backbone, "
+                    "input and heads; the preset d2_* for detectron2 files, which overrides can then change)")
+        return replace_model(replace(config, model=needed), num_classes=model.num_classes)
 
     # ---- the loop ---------------------------------------------------------------------------------------------
 

@@ -6,8 +6,9 @@ The anchors of all levels are concatenated in (level, y, x, a) order, matching h
 flattened: ``anchors: Tensor[sum_l H_l * W_l * A, 4]`` (x1, y1, x2, y2), absolute pixels of the padded batch.
 
 Base anchors are centred on 0 with width s / sqrt(r) and height s * sqrt(r) (r = height / width), then rounded to
-integers. Example: size 10, ratio 1, stride 5 on a 3 x 3 grid gives [-5, -5, 5, 5], [0, -5, 10, 5],
-[5, -5, 15, 5], [-5, 0, 5, 10], ...
+integers (torchvision), or kept exact (``rounded=False``, detectron2). Example: size 10, ratio 1, stride 5 on a
+3 x 3 grid gives [-5, -5, 5, 5], [0, -5, 10, 5], [5, -5, 15, 5], [-5, 0, 5, 10], ...; size 32, ratio 0.5 gives
+[-23, -11, 23, 11] rounded and [-22.627, -11.314, 22.627, 11.314] exact.
 """
 
 from __future__ import annotations
@@ -18,8 +19,18 @@ from torch import Tensor, nn
 from maskrcnn.structures.sizes import is_tracing
 
 
-def base_anchors(size: float, aspect_ratios: tuple[float, ...]) -> Tensor:
-    """Tensor[A, 4] anchors centred on (0, 0) with area size**2, one per aspect ratio (height / width)."""
+def base_anchors(size: float, aspect_ratios: tuple[float, ...], *, rounded: bool = True) -> Tensor:
+    """Tensor[A, 4] anchors centred on (0, 0) with area size**2, one per aspect ratio (height / width), rounded to
+    whole pixels or not.
+
+    Each is computed in the order of operations of the weights' library: torchvision's in float32 before rounding,
+    detectron2's (w = sqrt(size**2 / r), h = r * w) in float64, then stored as float32.
+    """
+    if not rounded:
+        ratios = torch.as_tensor(aspect_ratios, dtype=torch.float64)
+        ws = torch.sqrt(size * size / ratios)  # (A,)
+        hs = ratios * ws
+        return (torch.stack([-ws, -hs, ws, hs], dim=1) / 2).to(torch.float32)
     ratios = torch.as_tensor(aspect_ratios, dtype=torch.float32)
     h_ratios = torch.sqrt(ratios)
     ws = (1.0 / h_ratios) * size  # (A,)
@@ -42,14 +53,16 @@ class AnchorGenerator(nn.Module):
         aspect_ratios: tuple[float, ...],
         strides: tuple[int, ...],
         strides_from_image_size: bool = False,
+        rounded: bool = True,
     ):
+        """rounded: base anchors rounded to whole pixels (``base_anchors``)."""
         super().__init__()
         if len(sizes) != len(strides):
             raise ValueError(f"{len(sizes)} anchor sizes for {len(strides)} feature levels")
         self.strides = strides
         self.strides_from_image_size = strides_from_image_size
         self.num_anchors_per_cell = len(aspect_ratios)
-        self.cell_anchors = [base_anchors(s, aspect_ratios) for s in sizes]  # L x (A, 4)
+        self.cell_anchors = [base_anchors(s, aspect_ratios, rounded=rounded) for s in sizes]  # L x (A, 4)
         self._cache: dict[tuple, list[Tensor]] = {}
 
     def level_strides(self, image_size: tuple[int, int], grid_sizes: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -1,7 +1,7 @@
 """Box head: pooled RoI features -> class logits and class-specific box deltas, and its loss.
 
-Shapes: R RoIs, C channels, S pooled size (7), D fc width (1024), K object classes (logits have K + 1 columns,
-column 0 is background; deltas have 4 (K + 1) columns, 4 per class, as torchvision lays them out).
+Shapes: R RoIs, C channels, S pooled size (7), E conv channels (256), D fc width (1024), K object classes (logits
+have K + 1 columns, column 0 is background; deltas have 4 (K + 1) columns, 4 per class, as torchvision lays them out).
 """
 
 from __future__ import annotations
@@ -10,20 +10,46 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from maskrcnn.model.backbone import make_norm
+
 
 class BoxHead(nn.Module):
-    """Flatten, then ``num_fc`` fully connected layers with ReLU: (R, C, S, S) -> (R, D)."""
+    """``num_convs`` 3x3 conv + norm + ReLU (torchvision's v2 head has four, with BatchNorm), then flatten and
+    ``num_fc`` fully connected layers with ReLU: (R, C, S, S) -> (R, D)."""
 
-    def __init__(self, *, in_channels: int, pool_size: int, fc_dim: int, num_fc: int = 2):
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        pool_size: int,
+        fc_dim: int,
+        num_fc: int = 2,
+        num_convs: int = 0,
+        conv_dim: int = 256,
+        norm: str = "none",
+    ):
         super().__init__()
-        dims = [in_channels * pool_size * pool_size] + [fc_dim] * num_fc
+        channels = [in_channels] + [conv_dim] * num_convs
+        self.convs = nn.ModuleList(
+            nn.Conv2d(channels[i], channels[i + 1], 3, padding=1, bias=norm == "none") for i in range(num_convs)
+        )
+        self.norms = nn.ModuleList(make_norm(norm, conv_dim) for _ in range(num_convs))
+        # one ReLU module per conv: the inference conversion can then fuse each into its (folded) convolution
+        self.relus = nn.ModuleList(nn.ReLU(inplace=True) for _ in range(num_convs))
+        for conv in self.convs:
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
+        dims = [channels[-1] * pool_size * pool_size] + [fc_dim] * num_fc
         for i in range(num_fc):
             self.add_module(f"fc{i + 1}", nn.Linear(dims[i], dims[i + 1]))
         self.num_fc = num_fc
         self.out_dim = dims[-1]
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x.flatten(1)  # (R, C, S, S) -> (R, C*S*S)
+        for conv, norm, relu in zip(self.convs, self.norms, self.relus):
+            x = relu(norm(conv(x)))  # (R, C, S, S) -> (R, E, S, S)
+        x = x.flatten(1)  # (R, E, S, S) -> (R, E*S*S)
         for i in range(self.num_fc):
             x = F.relu(getattr(self, f"fc{i + 1}")(x), inplace=True)  # the linear's output is not kept for backward
         return x

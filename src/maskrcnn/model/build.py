@@ -18,9 +18,18 @@ from maskrcnn.structures.resize import RULES as RESIZE_RULES
 def build_model(config: ModelConfig) -> MaskRCNN:
     bb, rpn_cfg, roi, inp = config.backbone, config.rpn, config.roi_heads, config.input
     bottom_up = ResNet(
-        depth=bb.depth, norm=bb.norm, frozen_eps=bb.frozen_bn_eps, stem_width=bb.stem_width, freeze_at=bb.freeze_at
+        depth=bb.depth,
+        norm=bb.norm,
+        frozen_eps=bb.frozen_bn_eps,
+        stem_width=bb.stem_width,
+        freeze_at=bb.freeze_at,
+        groups=bb.groups,
+        width_per_group=bb.width_per_group,
+        stride_in_1x1=bb.stride_in_1x1,
     )
-    backbone = BackboneWithFPN(bottom_up=bottom_up, in_channels=bottom_up.out_channels, out_channels=bb.fpn_channels)
+    backbone = BackboneWithFPN(
+        bottom_up=bottom_up, in_channels=bottom_up.out_channels, out_channels=bb.fpn_channels, norm=bb.fpn_norm
+    )
     if len(rpn_cfg.anchor_sizes) != len(backbone.strides):
         raise ValueError(f"need one anchor size per FPN level ({len(backbone.strides)}), got {rpn_cfg.anchor_sizes}")
     if inp.resize not in RESIZE_RULES:
@@ -31,9 +40,12 @@ def build_model(config: ModelConfig) -> MaskRCNN:
         aspect_ratios=rpn_cfg.aspect_ratios,
         strides=backbone.strides,
         strides_from_image_size=rpn_cfg.torchvision_anchor_strides,
+        rounded=rpn_cfg.round_anchors,
     )
     rpn = RPN(
-        head=RPNHead(in_channels=bb.fpn_channels, num_anchors=anchor_generator.num_anchors_per_cell),
+        head=RPNHead(
+            in_channels=bb.fpn_channels, num_anchors=anchor_generator.num_anchors_per_cell, num_convs=rpn_cfg.head_convs
+        ),
         anchor_generator=anchor_generator,
         pre_nms_topk=(rpn_cfg.pre_nms_topk_train, rpn_cfg.pre_nms_topk_test),
         post_nms_topk=(rpn_cfg.post_nms_topk_train, rpn_cfg.post_nms_topk_test),
@@ -48,21 +60,28 @@ def build_model(config: ModelConfig) -> MaskRCNN:
     )
 
     pooled_strides = backbone.strides[:4]  # RoIs read P2-P5
-    box_head = BoxHead(in_channels=bb.fpn_channels, pool_size=roi.box_pool_size, fc_dim=roi.fc_dim, num_fc=roi.num_fc)
+    box_head = BoxHead(
+        in_channels=bb.fpn_channels,
+        pool_size=roi.box_pool_size,
+        fc_dim=roi.fc_dim,
+        num_fc=roi.num_fc,
+        num_convs=roi.box_head_convs,
+        conv_dim=roi.box_conv_dim,
+        norm=roi.head_norm,
+    )
+    pooling = {"strides": pooled_strides, "sampling_ratio": roi.sampling_ratio, "aligned": roi.aligned,
+               "level_assignment": roi.level_assignment}  # fmt: skip
     roi_heads = RoIHeads(
-        box_pooler=MultiLevelRoIAlign(
-            output_size=roi.box_pool_size, strides=pooled_strides, sampling_ratio=roi.sampling_ratio, aligned=roi.aligned
-        ),
+        box_pooler=MultiLevelRoIAlign(output_size=roi.box_pool_size, **pooling),
         box_head=box_head,
         box_predictor=BoxPredictor(in_dim=box_head.out_dim, num_classes=config.num_classes),
-        mask_pooler=MultiLevelRoIAlign(
-            output_size=roi.mask_pool_size, strides=pooled_strides, sampling_ratio=roi.sampling_ratio, aligned=roi.aligned
-        ),
+        mask_pooler=MultiLevelRoIAlign(output_size=roi.mask_pool_size, **pooling),
         mask_head=MaskHead(
             in_channels=bb.fpn_channels,
             conv_dim=roi.mask_conv_dim,
             num_convs=roi.num_mask_convs,
             num_classes=config.num_classes,
+            norm=roi.head_norm,
         ),
         box_reg_weights=roi.box_reg_weights,
         fg_iou_thresh=roi.fg_iou_thresh,
@@ -74,6 +93,7 @@ def build_model(config: ModelConfig) -> MaskRCNN:
         score_thresh=roi.score_thresh,
         nms_thresh=roi.nms_thresh,
         detections_per_image=roi.detections_per_image,
+        min_box_size=roi.min_box_size,
     )
     return MaskRCNN(
         backbone=backbone,
@@ -86,4 +106,5 @@ def build_model(config: ModelConfig) -> MaskRCNN:
         size_divisible=inp.size_divisible,
         resize=inp.resize,
         mask_threshold=roi.mask_threshold,
+        mask_paste=roi.mask_paste,
     )

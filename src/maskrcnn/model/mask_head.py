@@ -14,27 +14,33 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
+from maskrcnn.model.backbone import make_norm
+
 
 class MaskHead(nn.Module):
-    """``num_convs`` 3x3 conv + ReLU, a 2x2 stride-2 transposed conv + ReLU, a 1x1 conv to K+1 logit maps."""
+    """``num_convs`` 3x3 conv + norm + ReLU (norm "none", or "bn" as torchvision's v2 head), a 2x2 stride-2
+    transposed conv + ReLU, a 1x1 conv to K+1 logit maps."""
 
-    def __init__(self, *, in_channels: int, conv_dim: int, num_convs: int, num_classes: int):
+    def __init__(self, *, in_channels: int, conv_dim: int, num_convs: int, num_classes: int, norm: str = "none"):
         super().__init__()
         self.convs = nn.ModuleList(
-            nn.Conv2d(in_channels if i == 0 else conv_dim, conv_dim, 3, padding=1) for i in range(num_convs)
+            nn.Conv2d(in_channels if i == 0 else conv_dim, conv_dim, 3, padding=1, bias=norm == "none")
+            for i in range(num_convs)
         )
+        self.norms = nn.ModuleList(make_norm(norm, conv_dim) for _ in range(num_convs))
         self.deconv = nn.ConvTranspose2d(conv_dim if num_convs else in_channels, conv_dim, 2, stride=2)
         self.predictor = nn.Conv2d(conv_dim, num_classes + 1, 1)
         for layer in [*self.convs, self.deconv]:
             nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(layer.bias)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
         nn.init.normal_(self.predictor.weight, std=0.001)
         nn.init.zeros_(self.predictor.bias)
 
     def features(self, x: Tensor) -> Tensor:
         """(R, C, S, S) -> (R, D, 2S, 2S), the maps before the per-class predictor (D = conv_dim)."""
-        for conv in self.convs:
-            x = F.relu(conv(x), inplace=True)  # in place: a conv's output is not kept for its backward
+        for conv, norm in zip(self.convs, self.norms):
+            x = F.relu(norm(conv(x)), inplace=True)  # in place: a conv's (or norm's) output is not kept for backward
         return F.relu(self.deconv(x), inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -24,7 +24,7 @@ from maskrcnn.model.roi_heads import RoIHeads
 from maskrcnn.model.rpn import RPN
 from maskrcnn.structures.image_list import ImageList
 from maskrcnn.structures import masks
-from maskrcnn.structures.resize import resize_image, resized_shape
+from maskrcnn.structures.resize import UINT8_RULES, resize_image, resized_shape
 from maskrcnn.structures.sizes import size_tensor
 
 
@@ -42,9 +42,10 @@ class MaskRCNN(nn.Module):
         size_divisible: int,
         resize: str = "antialias",
         mask_threshold: float = 0.5,
+        mask_paste: str = "torchvision",
     ):
         """min_size, max_size, resize (the rule, ``structures/resize.py``): the inference resize (the data pipeline
-        resizes training images by the same rule)."""
+        resizes training images by the same rule); mask_paste: the rule of ``structures.masks.paste_masks``."""
         super().__init__()
         self.backbone = backbone
         self.rpn = rpn
@@ -56,6 +57,7 @@ class MaskRCNN(nn.Module):
         self.size_divisible = size_divisible
         self.resize = resize
         self.mask_threshold = mask_threshold
+        self.mask_paste = mask_paste
 
     def forward(
         self,
@@ -84,20 +86,26 @@ class MaskRCNN(nn.Module):
         return self.postprocess(detections, batch.image_sizes, original_sizes, paste_masks=paste_masks)
 
     def preprocess(self, images: list[Tensor]) -> ImageList:
-        """Scale to [0, 1], normalise, resize (inference only), and pad into one batch."""
+        """Scale to [0, 1], normalise, resize (inference only; a uint8 image before normalising when the resize rule
+        is one that resamples uint8 pixels), and pad into one batch."""
         prepared = []
         for image in images:
             if image.dim() != 3 or image.shape[0] != 3:
                 raise ValueError(f"expected images of shape (3, H, W), got {tuple(image.shape)}")
+            resize = not self.training
+            if resize and image.dtype == torch.uint8 and self.resize in UINT8_RULES:
+                image, resize = self._resize(image), False
             image = image.float() / 255.0 if image.dtype == torch.uint8 else image
             image = (image - self.pixel_mean) / self.pixel_std
-            if not self.training:
-                size = resized_shape(
-                    *image.shape[-2:], short_size=self.min_size, max_size=self.max_size, rule=self.resize
-                )
-                image = resize_image(image, size, rule=self.resize)
+            if resize:
+                image = self._resize(image)
             prepared.append(image)
         return ImageList.from_tensors(prepared, size_divisible=self.size_divisible)
+
+    def _resize(self, image: Tensor) -> Tensor:
+        """(3, H, W) -> (3, h, w) by the inference size and the resize rule."""
+        size = resized_shape(*image.shape[-2:], short_size=self.min_size, max_size=self.max_size, rule=self.resize)
+        return resize_image(image, size, rule=self.resize)
 
     def postprocess(
         self,
@@ -115,7 +123,9 @@ class MaskRCNN(nn.Module):
             boxes = det["boxes"] * scale.flip(0).repeat(2).to(det["boxes"])  # (x, y, x, y)
             result = {"boxes": boxes, "scores": det["scores"], "labels": det["labels"]}
             if paste_masks:
-                result["masks"] = masks.paste_masks(det["mask_probs"], boxes, original_size, threshold=self.mask_threshold)
+                result["masks"] = masks.paste_masks(
+                    det["mask_probs"], boxes, original_size, threshold=self.mask_threshold, rule=self.mask_paste
+                )
             else:
                 result["mask_probs"] = det["mask_probs"]
             results.append(result)

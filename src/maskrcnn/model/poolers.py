@@ -3,9 +3,11 @@
 Shapes: N images, R boxes over the batch, C channels, S output size.
 
 Level of a box of area a (FPN paper, eq. 1): k = floor(4 + log2(sqrt(a) / 224)), clamped to the pooled levels (P2-P5),
-so a 224 x 224 box reads P4, a 112 x 112 box P3. Sampling is bilinear at ``sampling_ratio`` x ``sampling_ratio``
-points per bin, with no quantisation of box coordinates; ``aligned=True`` shifts boxes by half a pixel so that pixel
-centres sit at integer + 0.5 (detectron2's ROIAlignV2), ``aligned=False`` is the original (and torchvision's) form.
+so a 224 x 224 box reads P4, a 112 x 112 box P3. An epsilon keeps boxes of exactly those sizes there despite rounding,
+where each library puts it (``level_assignment``): torchvision adds 1e-6 to the level, detectron2 1e-8 to the ratio
+inside the log (floor(4 + log2(sqrt(a) / 224 + 1e-8))); the two differ for boxes within ~1e-6 of a level boundary.
+Sampling is bilinear at ``sampling_ratio`` x ``sampling_ratio`` points per bin, with no quantisation of box
+coordinates; ``aligned=True`` shifts boxes by half a pixel so that pixel centres sit at integer + 0.5 (detectron2's ROIAlignV2), ``aligned=False`` is the original (and torchvision's) form.
 
 Each level is pooled by the ``align`` leaf: torchvision's kernel (``RoIAlign``) as built; for fast CPU inference
 ``prepare_for_inference`` puts the same function computed as a weighted gather over channels-last maps in its place
@@ -30,13 +32,27 @@ def boxes_to_rois(boxes: list[Tensor]) -> Tensor:
     return torch.cat([batch_idx, rois], dim=1)
 
 
+LEVEL_ASSIGNMENTS = ("torchvision", "detectron2")
+
+
 def assign_levels(
-    boxes: Tensor, *, min_level: int, max_level: int, canonical_size: float = 224.0, canonical_level: int = 4
+    boxes: Tensor,
+    *,
+    min_level: int,
+    max_level: int,
+    canonical_size: float = 224.0,
+    canonical_level: int = 4,
+    rule: str = "torchvision",
 ) -> Tensor:
-    """boxes: Tensor[R, 4] -> Tensor[R] int64 level index relative to ``min_level`` (0 for P2 when min_level is 2)."""
+    """boxes: Tensor[R, 4] -> Tensor[R] int64 level index relative to ``min_level`` (0 for P2 when min_level is 2);
+    rule: where the epsilon goes, "torchvision" or "detectron2" (the module docstring)."""
     sizes = torch.sqrt(box_area(boxes))
-    # The small epsilon keeps boxes of exactly the canonical size on the canonical level despite rounding.
-    levels = torch.floor(canonical_level + torch.log2(sizes / canonical_size) + 1e-6)
+    if rule == "detectron2":
+        levels = torch.floor(canonical_level + torch.log2(sizes / canonical_size + 1e-8))
+    elif rule == "torchvision":
+        levels = torch.floor(canonical_level + torch.log2(sizes / canonical_size) + 1e-6)
+    else:
+        raise ValueError(f"unknown level assignment {rule!r}; expected one of {', '.join(LEVEL_ASSIGNMENTS)}")
     return (levels.clamp(min=min_level, max=max_level) - min_level).to(torch.int64)
 
 
@@ -66,9 +82,21 @@ class RoIAlign(nn.Module):
 
 
 class MultiLevelRoIAlign(nn.Module):
-    def __init__(self, *, output_size: int, strides: tuple[int, ...], sampling_ratio: int, aligned: bool):
-        """strides: one per pooled feature map, e.g. (4, 8, 16, 32) for P2-P5."""
+    def __init__(
+        self,
+        *,
+        output_size: int,
+        strides: tuple[int, ...],
+        sampling_ratio: int,
+        aligned: bool,
+        level_assignment: str = "torchvision",
+    ):
+        """strides: one per pooled feature map, e.g. (4, 8, 16, 32) for P2-P5; sampling_ratio: points per bin and
+        axis, 0 for ceil(box side / output size) per box (adaptive, detectron2's default); level_assignment: the
+        rule of ``assign_levels``."""
         super().__init__()
+        if level_assignment not in LEVEL_ASSIGNMENTS:
+            raise ValueError(f"unknown level assignment {level_assignment!r}")
         self.align = RoIAlign(output_size=output_size, sampling_ratio=sampling_ratio, aligned=aligned)
         self.output_size = (output_size, output_size)
         self.scales = [1.0 / s for s in strides]
@@ -76,6 +104,7 @@ class MultiLevelRoIAlign(nn.Module):
         self.max_level = int(math.log2(strides[-1]))
         self.sampling_ratio = sampling_ratio
         self.aligned = aligned
+        self.level_assignment = level_assignment
 
     def layout(self, features: list[Tensor]) -> list[Tensor]:
         """The maps in the memory layout the ``align`` leaf reads fastest: made once when two poolers share them."""
@@ -86,7 +115,9 @@ class MultiLevelRoIAlign(nn.Module):
         rois = boxes_to_rois(boxes)
         if len(features) == 1:
             return self.align(features[0], rois, self.scales[0])
-        levels = assign_levels(rois[:, 1:], min_level=self.min_level, max_level=self.max_level)
+        levels = assign_levels(
+            rois[:, 1:], min_level=self.min_level, max_level=self.max_level, rule=self.level_assignment
+        )
         first = features[0]
         # in the maps' memory layout (channels-last after a channels-last ``layout``), for the convolutions after
         channels_last = first.is_contiguous(memory_format=torch.channels_last) and not first.is_contiguous()

@@ -42,7 +42,9 @@ class RoIHeads(nn.Module):
         score_thresh: float,
         nms_thresh: float,
         detections_per_image: int,
+        min_box_size: float = 1e-2,
     ):
+        """min_box_size: detections narrower or lower than this, in the pixels of the resized image, are dropped."""
         super().__init__()
         self.box_pooler = box_pooler
         self.box_head = box_head
@@ -58,6 +60,7 @@ class RoIHeads(nn.Module):
         self.score_thresh = score_thresh
         self.nms_thresh = nms_thresh
         self.detections_per_image = detections_per_image
+        self.min_box_size = min_box_size
 
     def forward(
         self,
@@ -184,7 +187,7 @@ class RoIHeads(nn.Module):
             scores = scores[:, 1:].reshape(-1)
             keep = torch.nonzero(scores > self.score_thresh).squeeze(1)
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-            keep = nonempty_boxes(boxes, 1e-2)
+            keep = nonempty_boxes(boxes, self.min_box_size)
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
             keep = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_image]
             detections.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})

@@ -19,18 +19,20 @@ from maskrcnn.structures.sizes import at_most
 
 
 class RPNHead(nn.Module):
-    """A shared 3x3 conv + ReLU, then 1x1 convs to A objectness logits and 4A box deltas per cell.
+    """A shared 3x3 conv + ReLU (``num_convs`` of them: ``conv``, then ``extra_convs``; torchvision's v2 model has
+    two), then 1x1 convs to A objectness logits and 4A box deltas per cell.
 
     The two 1x1 predictors run as one convolution to 5A channels, so each map is read once (1.9x the two separate
     convolutions on P2-P6 of an 800 x 1216 image, two threads; benchmarks/levers.py).
     """
 
-    def __init__(self, *, in_channels: int, num_anchors: int):
+    def __init__(self, *, in_channels: int, num_anchors: int, num_convs: int = 1):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, in_channels, 3, padding=1)
+        self.extra_convs = nn.ModuleList(nn.Conv2d(in_channels, in_channels, 3, padding=1) for _ in range(num_convs - 1))
         self.objectness_logits = nn.Conv2d(in_channels, num_anchors, 1)
         self.anchor_deltas = nn.Conv2d(in_channels, num_anchors * 4, 1)
-        for conv in (self.conv, self.objectness_logits, self.anchor_deltas):
+        for conv in (self.conv, *self.extra_convs, self.objectness_logits, self.anchor_deltas):
             nn.init.normal_(conv.weight, std=0.01)
             nn.init.zeros_(conv.bias)
 
@@ -43,6 +45,8 @@ class RPNHead(nn.Module):
         logits, deltas = [], []
         for x in features:
             x = F.relu(self.conv(x), inplace=True)  # in place: the conv's output is not kept for its backward
+            for conv in self.extra_convs:
+                x = F.relu(conv(x), inplace=True)
             out = F.conv2d(x, weight, bias)  # (N, 5A, H_l, W_l)
             logits.append(out[:, :num_anchors])
             deltas.append(out[:, num_anchors:])

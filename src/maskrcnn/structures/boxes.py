@@ -29,10 +29,11 @@ def clip_boxes(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
 
 
 def nonempty_boxes(boxes: Tensor, min_size: float) -> Tensor:
-    """Tensor[R] bool: boxes whose width and height are both at least ``min_size``."""
+    """Tensor[R] bool: boxes whose width and height are both at least ``min_size``, and not 0 (so ``min_size`` 0
+    keeps every box with an area, as detectron2's threshold of 0 does)."""
     widths = boxes[:, 2] - boxes[:, 0]
     heights = boxes[:, 3] - boxes[:, 1]
-    return (widths >= min_size) & (heights >= min_size)
+    return (widths >= min_size) & (heights >= min_size) & (widths > 0) & (heights > 0)
 
 
 def box_ioa(boxes: Tensor, regions: Tensor) -> Tensor:

@@ -193,19 +193,32 @@ def resize_bitmap(bitmap: np.ndarray, *, height: int, width: int) -> np.ndarray:
     return bitmap[np.ix_(rows, cols)]
 
 
-def paste_masks(mask_probs: Tensor, boxes: Tensor, image_size: tuple[int, int], *, threshold: float = 0.5) -> Tensor:
+PASTE_RULES = ("torchvision", "detectron2")
+
+
+def paste_masks(
+    mask_probs: Tensor, boxes: Tensor, image_size: tuple[int, int], *, threshold: float = 0.5,
+    rule: str = "torchvision",
+) -> Tensor:  # fmt: skip
     """Paste fixed-size mask probabilities into the full image, each inside its box, and binarise.
 
     mask_probs: Tensor[D, M, M] in [0, 1]; boxes: Tensor[D, 4] xyxy pixels of the output image;
-    image_size: (H, W) -> Tensor[D, H, W] bool, True where the resampled probability exceeds ``threshold``.
+    image_size: (H, W) -> Tensor[D, H, W] bool. Two rules, each that of the library whose weights need it:
 
-    The M x M map is first padded by one zero pixel on each side and its box grown by (M + 2) / M to match, so that
-    the mask can fade out at the box edge; the box is then snapped to whole pixels, the padded map bilinearly
-    resized to the snapped box's size, and copied in (the part inside the image). This is the pasting rule of
-    torchvision's Mask R-CNN, kept so that its weights give its masks. Only each box's region is computed (and, on
-    CPU, only its rows of the output are ever written: the rest stays as untouched zero pages).
+    - "torchvision": the M x M map is first padded by one zero pixel on each side and its box grown by (M + 2) / M
+      to match, so that the mask can fade out at the box edge; the box is then snapped to whole pixels, the padded
+      map bilinearly resized to the snapped box's size, and copied in (the part inside the image). True where the
+      resampled probability exceeds ``threshold``.
+    - "detectron2": each pixel centre (x + 0.5, y + 0.5) within a pixel of the box reads the map bilinearly at its
+      place relative to the box (the box's edges on the map's outer edges, zero outside the map); True where that
+      is at least ``threshold``. Example: for a box [0, 0, 28, 28] and M = 28, pixel (i, j) reads cell (i, j).
+
+    Only each box's region is computed (and, on CPU, only its rows of the output are ever written: the rest stays
+    as untouched zero pages).
     """
-    num, size = mask_probs.shape[0], mask_probs.shape[-1]
+    if rule not in PASTE_RULES:
+        raise ValueError(f"unknown mask paste rule {rule!r}; expected one of {', '.join(PASTE_RULES)}")
+    num = mask_probs.shape[0]
     height, width = image_size
     if mask_probs.device.type == "cpu":
         # numpy's zeros come from calloc: fresh zero pages that are only touched (written) inside the boxes
@@ -214,6 +227,17 @@ def paste_masks(mask_probs: Tensor, boxes: Tensor, image_size: tuple[int, int], 
         out = torch.zeros((num, height, width), dtype=torch.bool, device=mask_probs.device)
     if num == 0:
         return out
+    if rule == "detectron2":
+        _paste_sampled(mask_probs, boxes, out, threshold)
+    else:
+        _paste_resized(mask_probs, boxes, out, threshold)
+    return out
+
+
+def _paste_resized(mask_probs: Tensor, boxes: Tensor, out: Tensor, threshold: float) -> None:
+    """torchvision's rule (``paste_masks``) into ``out``: Tensor[D, H, W] bool, all False."""
+    size = mask_probs.shape[-1]
+    height, width = out.shape[-2:]
     padded = F.pad(mask_probs, (1, 1, 1, 1))  # (D, M+2, M+2)
     scale = (size + 2) / size
     centre = (boxes[:, :2] + boxes[:, 2:]) * 0.5  # (D, 2)
@@ -229,4 +253,26 @@ def paste_masks(mask_probs: Tensor, boxes: Tensor, image_size: tuple[int, int], 
         # (M+2, M+2) -> (1, 1, M+2, M+2) -> (1, 1, h, w) -> (h, w)
         resized = F.interpolate(padded[i][None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
         out[i, y0:ye, x0:xe] = resized[y0 - y1 : ye - y1, x0 - x1 : xe - x1] > threshold
-    return out
+
+
+def _paste_sampled(mask_probs: Tensor, boxes: Tensor, out: Tensor, threshold: float) -> None:
+    """detectron2's rule (``paste_masks``) into ``out``: Tensor[D, H, W] bool, all False. The pixels computed are
+    those from floor(x1) - 1 to ceil(x2) + 1 (and likewise in y), inside the image: the region detectron2 computes
+    on the CPU, outside which its masks are empty."""
+    height, width = out.shape[-2:]
+    boxes = boxes.to(torch.float32)
+    starts = (boxes[:, :2].floor() - 1).clamp(min=0).to(torch.int64).tolist()  # (D, 2): x, y
+    ends = (boxes[:, 2:].ceil() + 1).to(torch.int64)
+    ends = torch.stack([ends[:, 0].clamp(max=width), ends[:, 1].clamp(max=height)], dim=1).tolist()
+    for i, ((x0, y0), (xe, ye)) in enumerate(zip(starts, ends)):
+        if xe <= x0 or ye <= y0:
+            continue
+        bx1, by1, bx2, by2 = boxes[i]
+        # pixel centres -> [-1, 1] across the box: grid_sample's coordinates, the box's edges on the map's edges
+        xs = (torch.arange(x0, xe, dtype=torch.float32, device=out.device) + 0.5 - bx1) / (bx2 - bx1) * 2 - 1
+        ys = (torch.arange(y0, ye, dtype=torch.float32, device=out.device) + 0.5 - by1) / (by2 - by1) * 2 - 1
+        # (h,) and (w,) -> (1, h, w, 2) of (x, y)
+        grid = torch.stack([xs[None, :].expand(len(ys), -1), ys[:, None].expand(-1, len(xs))], dim=2)[None]
+        # (M, M) -> (1, 1, M, M) -> (1, 1, h, w) -> (h, w)
+        sampled = F.grid_sample(mask_probs[i][None, None].to(torch.float32), grid, align_corners=False)[0, 0]
+        out[i, y0:ye, x0:xe] = sampled >= threshold

@@ -3,14 +3,20 @@
 Shapes: C channels, H x W the image, h x w resized, O output positions along one axis, T taps per output position.
 
 The short side goes to ``short_size`` unless the long side would then pass ``max_size``:
-scale = min(short_size / min(H, W), max_size / max(H, W)). Two rules, ``InputConfig.resize``:
+scale = min(short_size / min(H, W), max_size / max(H, W)). Three rules, ``InputConfig.resize``:
 
 - ``"antialias"`` (the default): each side is round(side * scale), halves up, and pixels are resampled bilinearly
-  with the triangle filter widened by the shrink factor when shrinking (PIL's BILINEAR, which detectron2's
-  ResizeShortestEdge uses for training and testing; ``F.interpolate(..., antialias=True)``).
+  with the triangle filter widened by the shrink factor when shrinking (PIL's BILINEAR filter;
+  ``F.interpolate(..., antialias=True)``).
 - ``"torchvision"``: each side is floor(side * scale) and pixels are resampled bilinearly without antialiasing:
   torchvision's ``GeneralizedRCNNTransform``, which trained torchvision's Mask R-CNN weights (they load with this
   rule, for their parity).
+- ``"detectron2"``: detectron2's ``ResizeShortestEdge``, which trained its model-zoo weights: the short side is set
+  to ``short_size``, the other scaled with it, then both scaled down together if the long side passes ``max_size``,
+  each rounded half up; a uint8 image is resampled by PIL's BILINEAR filter itself and stays uint8 (the model
+  resizes before normalising, as detectron2's predictor does), which ``F.interpolate`` matches only to within one
+  grey level on ~1% of the pixels. A float image, and any image while tracing, is resampled as by "antialias" (a
+  traced uint8 image rounded back to whole grey levels).
 
 The data pipeline resizes training images with ``resize_image`` on their uint8 pixels (PIL's pixels when shrinking,
 but for one level on under 1% of them), the model resizes test images with it on the normalised float image (as
@@ -30,13 +36,17 @@ saw differently filtered images at test time than in training.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
 from maskrcnn.structures.sizes import as_tensor, is_tracing, size_tensor
 
-RULES = ("antialias", "torchvision")
+RULES = ("antialias", "torchvision", "detectron2")
+# rules whose library resamples the uint8 image, before normalising it
+UINT8_RULES = ("detectron2",)
 
 
 def resized_shape(
@@ -52,14 +62,28 @@ def resized_shape(
     size = size_tensor((height, width)).to(torch.float64)  # (2,): H, W
     sides = torch.cat([size.min(dim=0, keepdim=True).values, size.max(dim=0, keepdim=True).values])  # (2,)
     limits = torch.tensor([float(short_size), float(max_size)], dtype=torch.float64)
-    scale = (limits / sides).min(dim=0, keepdim=True).values  # (1,)
-    scaled = size * scale
+    if rule == "detectron2":
+        scaled = _detectron2_scaled(size, float(short_size), float(max_size))
+    else:
+        scale = (limits / sides).min(dim=0, keepdim=True).values  # (1,)
+        scaled = size * scale
     resized = (torch.floor(scaled) if rule == "torchvision" else torch.floor(scaled + 0.5)).clamp(min=1)
     resized = resized.to(torch.int64)
     if is_tracing():
         return resized[0], resized[1]
     h, w = resized.tolist()
     return h, w
+
+
+def _detectron2_scaled(size: Tensor, short_size: float, max_size: float) -> Tensor:
+    """detectron2's unrounded output size, operation for operation: size (2,) float64 (H, W) -> (2,) float64."""
+    height, width = size[0:1], size[1:2]
+    scale = short_size / size.min(dim=0, keepdim=True).values  # (1,)
+    short = torch.full_like(scale, short_size)
+    # the short side is exactly short_size (height when H < W, else width), the other side * scale
+    scaled = torch.where(height < width, torch.cat([short, scale * width]), torch.cat([scale * height, short]))
+    longest = scaled.max(dim=0, keepdim=True).values
+    return torch.where(longest > max_size, scaled * (max_size / longest), scaled)
 
 
 def resize_image(image: Tensor, size: tuple[int, int] | tuple[Tensor, Tensor], *, rule: str) -> Tensor:
@@ -72,9 +96,13 @@ def resize_image(image: Tensor, size: tuple[int, int] | tuple[Tensor, Tensor], *
     """
     if rule not in RULES:
         raise ValueError(f"unknown resize rule {rule!r}; expected one of {', '.join(RULES)}")
-    if rule == "antialias" and is_tracing():
+    if rule == "detectron2" and image.dtype == torch.uint8:
+        if is_tracing():
+            return _antialiased_in_graph(image.float(), size).round().clamp(0, 255).to(torch.uint8)
+        return _pil_bilinear(image, size)
+    if rule != "torchvision" and is_tracing():
         return _antialiased_in_graph(image, size)
-    antialias = rule == "antialias" and (size[0] < image.shape[-2] or size[1] < image.shape[-1])
+    antialias = rule != "torchvision" and (size[0] < image.shape[-2] or size[1] < image.shape[-1])
     # (C, H, W) -> (1, C, H, W) -> (1, C, h, w) -> (C, h, w)
     return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=antialias)[0]
 
@@ -109,3 +137,16 @@ def _antialiased_in_graph(image: Tensor, size: tuple[int, int] | tuple[Tensor, T
     index, weight = _axis_taps(shape[1], as_tensor(size[0]))
     # (C, H, w) -> (C, w, H) -> (C, w, h, T) -> (C, w, h) -> (C, h, w)
     return (x.transpose(1, 2)[:, :, index] * weight).sum(dim=-1).transpose(1, 2)
+
+
+def _pil_bilinear(image: Tensor, size: tuple[int, int]) -> Tensor:
+    """PIL's BILINEAR resize of a uint8 image: Tensor[C, H, W] uint8 -> Tensor[C, h, w] uint8 (PIL resamples each
+    channel alike; an image of other than 3 channels goes channel by channel)."""
+    pixels = image.permute(1, 2, 0).cpu().numpy()  # (C, H, W) -> (H, W, C)
+    planes = [pixels] if pixels.shape[2] == 3 else [pixels[:, :, c] for c in range(pixels.shape[2])]
+    resized = [
+        np.array(Image.fromarray(np.ascontiguousarray(p)).resize((int(size[1]), int(size[0])), Image.BILINEAR))
+        for p in planes
+    ]
+    out = resized[0] if len(resized) == 1 else np.stack(resized, axis=2)  # (h, w, C), writable copies
+    return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1).to(image.device)

@@ -22,14 +22,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from tqdm import tqdm
-
-from maskrcnn.http import FetchError, HttpClient, RangeNotHonoured
+from maskrcnn.http import FetchError, HttpClient
 from maskrcnn.errors import UserError
 from maskrcnn.io import atomic_write_json
 from maskrcnn.zoo.registry import WeightsEntry
 
-CHUNK = 8 << 20  # bytes per Range request: what an interrupted download can lose at most
 HASH_BLOCK = 1 << 20
 
 
@@ -64,17 +61,17 @@ def fetch(
 def _fetch_locked(entry: WeightsEntry, path: Path, http: HttpClient | None, progress: bool | None) -> Path:
     with _locked(path.with_name(path.name + ".lock")):
         if not path.is_file():
-            part = path.with_name(path.name + ".part")
+            client = http or HttpClient(user_agent="maskrcnn-weights")
             try:
-                _transfer(http or HttpClient(user_agent="maskrcnn-weights"), entry.url, part, _progress(progress))
+                # into <name>.part, continued by the next call when interrupted; renamed to <name> when complete.
+                # Checked right after: a process killed before that leaves no stamp, so the next use checks it.
+                client.download(entry.url, path, progress=_progress(progress), keep_partial=True)
             except FetchError as e:
                 raise UserError(
                     f"cannot download {entry.name} from {entry.url}: {e.reason}; to use it offline, download that "
                     f"URL elsewhere and put the file at {path}"
                 ) from None
-            sha256 = _check(entry, part, shown_as=path)
-            os.replace(part, path)
-            _write_stamp(path, sha256)
+            _write_stamp(path, _check(entry, path, shown_as=path))
             size = path.stat().st_size / 2**20
             print(f"downloaded {entry.name} ({size:.1f} MiB, checked) -> {path}", file=sys.stderr)
         elif not _stamp_matches(path):
@@ -84,35 +81,6 @@ def _fetch_locked(entry: WeightsEntry, path: Path, http: HttpClient | None, prog
 
 def is_cached(entry: WeightsEntry, home: Path | None = None) -> bool:
     return cache_path(entry, home).is_file()
-
-
-# ---- the transfer: the only code that talks to the HTTP client ------------------------------------------------------
-
-
-def _transfer(http: HttpClient, url: str, part: Path, progress: bool) -> None:
-    """Complete ``part`` from its current length with Range requests of CHUNK bytes; from a server without Range,
-    download the whole file into it."""
-    try:
-        _, total = http.get_tail(url, 1)
-    except RangeNotHonoured:
-        http.download(url, part, progress=progress, desc=part.name.removesuffix(".part"))
-        return
-    have = part.stat().st_size if part.is_file() else 0
-    if have > total:  # the published file changed since this part was written
-        part.unlink()
-        have = 0
-    with open(part, "ab") as f, tqdm(
-        desc=part.name.removesuffix(".part"), total=total, initial=have, unit="B", unit_scale=True,
-        unit_divisor=1024, disable=not progress, leave=False, file=sys.stderr,
-    ) as bar:  # fmt: skip
-        while have < total:
-            body = http.get(url, byte_range=(have, min(have + CHUNK, total)))
-            if not body:
-                raise FetchError(url, f"empty answer to a range request at byte {have} of {total}")
-            f.write(body)
-            f.flush()
-            have += len(body)
-            bar.update(len(body))
 
 
 def _progress(progress: bool | None) -> bool:

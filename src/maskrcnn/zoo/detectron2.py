@@ -19,9 +19,14 @@ with detectron2's module names, for R50-FPN and R101-FPN (K = 80 COCO classes, D
     roi_heads.mask_head.predictor (K, C, 1, 1), no background         [(K+1, C, 1, 1), zero row first]
 
 The class layers are reordered and padded so that our class 0 stays background: the softmax over reordered logits
-is the same, and the zero rows belong to background, which is never decoded into a box or a mask. Every other
-parameter keeps its values; what detectron2 computes differently (BGR input, the stride in the 1x1 convolution of
-each first bottleneck, its resize, ...) is for the model to reproduce, not for the weights.
+is the same, and the zero rows belong to background, which is never decoded into a box or a mask. The stem's
+convolution reads BGR in detectron2; its input channels are reversed here so that the model reads RGB as every
+other (conv1 over RGB with reversed filters is conv1 over BGR). Every other parameter keeps its values; what
+detectron2 computes differently (its pixel mean and std, the stride in the 1x1 convolution of each first
+bottleneck, its resize, ...) is for the model to reproduce, from the config of ``config.detectron2_config``.
+
+ResNeXt files (X101-32x8d) have the same names; their grouped 3x3 convolutions have 1 / groups of the input
+channels (``backbone_shape`` reads groups and width per group from them).
 """
 
 from __future__ import annotations
@@ -112,6 +117,9 @@ def detectron2_to_ours(model: dict[str, np.ndarray], *, path: Path | str = "weig
             f"{', '.join(unknown[:8])}{more}"
         )
     _convert_class_layers(out, path)
+    stem = out.get("backbone.bottom_up.conv1.weight")
+    if stem is not None:
+        out["backbone.bottom_up.conv1.weight"] = stem.flip(1).contiguous()  # (C, 3, 7, 7): BGR -> RGB filters
     return out
 
 
@@ -147,6 +155,20 @@ def _convert_class_layers(state: dict[str, Tensor], path: Path | str) -> None:
                 )
             # (K*p, ...) -> ((K+1)*p, ...), p = 4 deltas or 1 mask per class
             state[key] = torch.cat([value.new_zeros((per_class, *value.shape[1:])), value])
+
+
+def backbone_shape(model: dict[str, np.ndarray]) -> tuple[int, int, int]:
+    """(depth, groups, width_per_group) of a detectron2 backbone: (50, 1, 64) for R50, (101, 32, 8) for
+    X101-32x8d, from the number of res4 blocks and the first bottleneck's 3x3 convolution (C_inner, C_inner / groups,
+    3, 3)."""
+    depth = resnet_depth(model)
+    conv2 = model.get("backbone.bottom_up.res2.0.conv2.weight")
+    if conv2 is None or conv2.ndim != 4:
+        raise UserError("a detectron2 backbone without backbone.bottom_up.res2.0.conv2.weight")
+    inner, per_group = int(conv2.shape[0]), int(conv2.shape[1])
+    if per_group < 1 or inner % per_group:
+        raise UserError(f"backbone.bottom_up.res2.0.conv2.weight has shape {conv2.shape}: not a (grouped) convolution")
+    return depth, inner // per_group, per_group
 
 
 def resnet_depth(model: dict[str, np.ndarray]) -> int:

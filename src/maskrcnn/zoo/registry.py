@@ -9,10 +9,10 @@ Every number here is copied from its publisher, with the place it comes from:
   publishes, so it is what we check.
 - detectron2: URLs and COCO val2017 box/mask AP from MODEL_ZOO.md of facebookresearch/detectron2 (commit 02b5c4e,
   "COCO Instance Segmentation Baselines with Mask R-CNN"). That page says "any model on this page contains its md5
-  prefix in its file name" (``model_final_f10217.pkl``: the MD5 starts with f10217), so the MD5 prefix is always
-  checked. detectron2 publishes no SHA-256 and no file sizes. A full SHA-256 is recorded only where a copy of the
-  file with a stated digest was found (``sha256_source`` says where); every other file is checked against its MD5
-  prefix, and the SHA-256 computed then is kept beside the file so that later uses detect a changed file.
+  prefix in its file name" (``model_final_f10217.pkl``: the MD5 starts with f10217), so that MD5 prefix is what we
+  check. detectron2 publishes no SHA-256 and no file sizes, and no full digest is recorded here that its publisher
+  did not state; the SHA-256 computed at the first check is kept beside the file so that later uses detect a
+  changed file.
   The zoo has Mask R-CNN R50-FPN at 1x and 3x, but R101-FPN and X101-32x8d-FPN at 3x only.
 """
 
@@ -24,11 +24,6 @@ from dataclasses import dataclass
 _TORCHVISION_V2 = (
     "torchvision's v2 architecture (two-conv RPN head, four-conv + BN box head, BN mask head) is not yet supported"
 )
-_DETECTRON2 = (
-    "detectron2's inference conventions (BGR input, stride in the 1x1 convolution, background as the last logit, "
-    "its resize and mask pasting) are not yet supported"
-)
-_RESNEXT = "the ResNeXt-101 32x8d backbone and detectron2's inference conventions are not yet supported"
 
 
 @dataclass(frozen=True)
@@ -121,7 +116,6 @@ ENTRIES: tuple[WeightsEntry, ...] = (
         mask_ap=35.2,
         size_mb=None,
         md5_prefix="a54504",
-        unsupported=_DETECTRON2,
     ),
     WeightsEntry(
         name="d2-r50-fpn-3x",
@@ -133,11 +127,6 @@ ENTRIES: tuple[WeightsEntry, ...] = (
         mask_ap=37.2,
         size_mb=None,
         md5_prefix="f10217",
-        # The digest a third party states for its unmodified copy: not checked by us against the original. A file
-        # must match it and detectron2's own MD5 prefix; a failure names the check that failed.
-        sha256="9a737e290372f1f70994ebcbd89d8004dbb3ae30a605fd915a190fa4a782dd66",
-        sha256_source="huggingface.co/xboix/detectron2-coco (model card of an unmodified mirror)",
-        unsupported=_DETECTRON2,
     ),
     WeightsEntry(
         name="d2-r101-fpn-3x",
@@ -149,7 +138,6 @@ ENTRIES: tuple[WeightsEntry, ...] = (
         mask_ap=38.6,
         size_mb=None,
         md5_prefix="a3ec72",
-        unsupported=_DETECTRON2,
     ),
     WeightsEntry(
         name="d2-x101-32x8d-fpn-3x",
@@ -161,7 +149,6 @@ ENTRIES: tuple[WeightsEntry, ...] = (
         mask_ap=39.5,
         size_mb=None,
         md5_prefix="2d9806",
-        unsupported=_RESNEXT,
     ),
 )
 
