@@ -143,10 +143,11 @@ def test_training_from_scratch_unfreezes_the_backbone(shapes_data, tmp_path, cap
     assert saved.norm == "bn" and saved.freeze_at == 0
 
 
-def fine_tune_one_step(preset_name: str, weights, shapes_data, tmp_path):
-    """One training iteration at learning rate 0 from ``weights`` under a preset (tiny sizes); the checkpoint."""
+def fine_tune_one_step(preset_name: str, weights, shapes_data, tmp_path, overrides=()):
+    """One training iteration at learning rate 0 from ``weights`` under a preset (tiny sizes, then ``overrides``);
+    the checkpoint."""
     config = load_config(preset_name, TINY_OVERRIDES + ["solver.max_iter=1", "solver.base_lr=0.0",
-                                                        "solver.weight_decay=0.0"])
+                                                        "solver.weight_decay=0.0", *overrides])
     out = tmp_path / "finetune"
     train(TrainJob(config=config, train_json=shapes_data["train"], output_dir=out, init_weights=weights,
                    progress=False))
@@ -159,9 +160,10 @@ def test_fine_tuning_from_a_detectron2_file_keeps_its_conventions_and_resizes_th
     model = detectron2_fpn_weights(depth=50, seed=0)
     weights = tmp_path / "model_final_random.pkl"
     write_model_zoo_pickle(weights, model)
-    tuned = fine_tune_one_step("d2_r50_fpn", weights, shapes_data, tmp_path)
+    tuned = fine_tune_one_step("d2_r50_fpn", weights, shapes_data, tmp_path, ["model.backbone.freeze_at=1"])
     assert tuned.config.model.backbone.stride_in_1x1 and tuned.config.model.input.resize == "detectron2"
     assert tuned.config.model.input.min_size_train == (64,)  # the given preset's overrides stay
+    assert tuned.config.model.backbone.freeze_at == 1
     assert tuned.state_dict["roi_heads.box_predictor.cls_score.weight"].shape == (4, 1024)  # 3 shapes + background
     assert tuned.state_dict["roi_heads.mask_head.predictor.weight"].shape[0] == 4
     # with a zero learning rate everything else is exactly detectron2's (the stem reading RGB)

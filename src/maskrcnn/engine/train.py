@@ -41,10 +41,10 @@ import torch
 from torch import Tensor
 
 from maskrcnn.checkpoint import (
+    StartingWeights,
     apply_starting_weights,
     load_checkpoint,
     load_state_into,
-    StartingWeights,
     read_starting_weights,
     save_checkpoint,
 )
@@ -81,6 +81,18 @@ class TrainJob:
     progress: bool = True
     # config keys the user chose (``config.given_keys``): the data may not silently change them
     given_keys: frozenset[str] = frozenset()
+
+
+# the fields that decide which weights a model has and what they compute (not how it is trained)
+_ARCHITECTURE = {
+    "backbone": ("depth", "groups", "width_per_group", "stride_in_1x1", "stem_width", "fpn_channels", "fpn_norm"),
+    "rpn": ("head_convs",),
+    "roi_heads": ("box_head_convs", "box_conv_dim", "fc_dim", "num_fc", "head_norm", "mask_conv_dim", "num_mask_convs"),
+}
+
+
+def _architecture(model: ModelConfig) -> tuple:
+    return tuple(getattr(getattr(model, part), f) for part, fields in _ARCHITECTURE.items() for f in fields)
 
 
 def train(job: TrainJob) -> dict[str, Any]:
@@ -265,12 +277,12 @@ class _Trainer:
 
     def _config_for_weights(self, config: Config, needed: ModelConfig) -> Config:
         """Weights that fix their architecture and input conventions (detectron2's, torchvision's v2): the given
-        model config when it has the same backbone and pixel normalisation (the matching preset, maybe with
-        overrides), else theirs."""
-        model, input_ = config.model, config.model.input
-        same = model.backbone == needed.backbone and (input_.pixel_mean, input_.pixel_std) == (
-            needed.input.pixel_mean, needed.input.pixel_std
-        )  # fmt: skip
+        model config when it builds the same network and normalises pixels alike (the matching preset, with any
+        training overrides such as freeze_at or norm), else theirs."""
+        model = config.model
+        same = _architecture(model) == _architecture(needed) and (
+            (model.input.pixel_mean, model.input.pixel_std) == (needed.input.pixel_mean, needed.input.pixel_std)
+        )
         if same:
             return config
         self._print(f"note: the model config is replaced by the one {self.job.init_weights} needs (its backbone, "
