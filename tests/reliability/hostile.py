@@ -20,36 +20,26 @@ from __future__ import annotations
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from loopback import LoopbackServer
 
 GIB = 1 << 30
 _BLOCK = bytes(64 << 10)
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
-class HostileServer:
+class HostileServer(LoopbackServer):
     def __init__(self, *, trickle_s: float = 0.25):
+        super().__init__(_handler(self))
         self.trickle_s = trickle_s
         self.bytes_sent = 0
         self.requests = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/"
-
-    def __enter__(self) -> HostileServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
+    def stopping(self) -> None:
+        self._stop.set()  # wakes the handlers still trickling
 
     def _sent(self, n: int) -> None:
         with self._lock:

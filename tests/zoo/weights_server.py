@@ -10,14 +10,16 @@
 
 from __future__ import annotations
 
-import re
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from loopback import LoopbackServer, byte_range
 
 
-class WeightsServer:
+class WeightsServer(LoopbackServer):
     def __init__(self, files: dict[str, bytes], *, redirects: dict[str, str] | None = None, ranges: bool = True):
+        super().__init__(_handler(self))
         self.files = files
         self.redirects = redirects or {}
         self.ranges = ranges
@@ -25,26 +27,11 @@ class WeightsServer:
         self.bytes_sent = 0
         self._drops: list[tuple[int, bool]] = []  # (length, cut there?) for the next answers longer than length
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/"
 
     def drop_next(self, times: int, *, after: int, skip: int = 0) -> None:
         """Of the answers with more than ``after`` bytes, let ``skip`` through, then cut ``times`` after ``after``."""
         with self._lock:
             self._drops.extend([(after, False)] * skip + [(after, True)] * times)
-
-    def __enter__(self) -> WeightsServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
 
     def _cut_for(self, length: int) -> int | None:
         with self._lock:
@@ -78,7 +65,7 @@ def _handler(server: WeightsServer):
                 server.ranges_asked.append(asked)
             status, start, stop = 200, 0, len(data)
             if asked and server.ranges:
-                status, (start, stop) = 206, _parse_range(asked, len(data))
+                status, (start, stop) = 206, byte_range(asked, len(data))
             body = data[start:stop]
             cut = server._cut_for(len(body))
             self.send_response(status)
@@ -100,10 +87,3 @@ def _handler(server: WeightsServer):
 
     return Handler
 
-
-def _parse_range(header: str, size: int) -> tuple[int, int]:
-    """``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` -> half-open (start, stop) within ``size``."""
-    first, last = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip()).groups()
-    if first == "":
-        return max(0, size - int(last)), size
-    return int(first), size if last == "" else min(size, int(last) + 1)

@@ -13,17 +13,16 @@ It speaks HTTP/1.1 and keeps connections open between requests; ``connections`` 
 
 from __future__ import annotations
 
-import re
 import socket
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+from loopback import LoopbackServer, byte_range
 
 
 @dataclass
@@ -34,8 +33,9 @@ class Fault:
     skip: int = 0
 
 
-class MirrorServer:
+class MirrorServer(LoopbackServer):
     def __init__(self, root: Path, *, ranges: bool = True, stall_s: float = 1.0):
+        super().__init__(_make_handler(self))
         self.root = root.resolve()
         self.ranges = ranges
         self.stall_s = stall_s
@@ -47,14 +47,6 @@ class MirrorServer:
         self.hanging = threading.Event()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        self._httpd.daemon_threads = True
-        serve = {"poll_interval": 0.05}
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs=serve, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/"
 
     @property
     def requests(self) -> int:
@@ -77,14 +69,8 @@ class MirrorServer:
             self.bytes_by_path.clear()
             self.log.clear()
 
-    def __enter__(self) -> MirrorServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stopping.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
+    def stopping(self) -> None:
+        self._stopping.set()  # answers the hanging requests
 
     # -- used by the handler ----------------------------------------------------------------------------------
 
@@ -144,15 +130,10 @@ def _make_handler(server: MirrorServer):
             data = file.read_bytes()
             size = len(data)
             if range_header and server.ranges:
-                match = _RANGE.fullmatch(range_header.strip())
-                if match is None or match.groups() == ("", ""):
+                asked = byte_range(range_header, size)
+                if asked is None:
                     return self._send(path, range_header, 400, b"bad range\n", {})
-                first, last = match.groups()
-                if first == "":
-                    start, stop = max(0, size - int(last)), size
-                else:
-                    start = int(first)
-                    stop = size if last == "" else min(size, int(last) + 1)
+                start, stop = asked
                 if start >= size or start >= stop:
                     return self._send(path, range_header, 416, b"", {"Content-Range": f"bytes */{size}"})
                 body = data[start:stop]
