@@ -117,7 +117,7 @@ def ort_predictor(path: Path, level: str):
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     return OnnxPredictor(session, class_names=default.class_names, category_ids=default.category_ids,
-                         mask_threshold=default.mask_threshold)
+                         mask_threshold=default.mask_threshold, mask_paste=default.mask_paste)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ graph it would be a loop of per-detection resizes that ONNX expresses poorly (an
 one implementation keeps the masks of both paths identical.
 
 The file's metadata holds what a predictor needs besides the graph: ``maskrcnn_format`` (= "maskrcnn-onnx"),
-``maskrcnn_version``, ``class_names`` and ``category_ids`` (JSON lists), ``mask_threshold``, and ``config`` (the
-model's config as JSON).
+``maskrcnn_version``, ``class_names`` and ``category_ids`` (JSON lists), ``mask_threshold``, ``mask_paste`` (the
+pasting rule: "torchvision", or "detectron2" for its weights), and ``config`` (the model's config as JSON).
 """
 
 from __future__ import annotations
@@ -94,6 +94,7 @@ def export_onnx(predictor: Predictor, output: str | os.PathLike, *, opset: int =
         "class_names": json.dumps(list(predictor.class_names)),
         "category_ids": json.dumps([int(c) for c in predictor.category_ids]),
         "mask_threshold": repr(float(predictor.model.mask_threshold)),
+        "mask_paste": predictor.model.mask_paste,
         "config": json.dumps(to_dict(predictor.config)),
     }
     for key, value in metadata.items():
@@ -135,12 +136,15 @@ class OnnxPredictor:
         class_names: list[str],
         category_ids: list[int],
         mask_threshold: float,
+        mask_paste: str = "torchvision",
         config: dict[str, Any] | None = None,
     ):
+        """mask_paste: the rule of ``structures.masks.paste_masks`` the model was built with."""
         self.session = session
         self.class_names = list(class_names)
         self.category_ids = list(category_ids)
         self.mask_threshold = mask_threshold
+        self.mask_paste = mask_paste
         self.config = config or {}
 
     @classmethod
@@ -177,6 +181,7 @@ class OnnxPredictor:
                 class_names=json.loads(meta["class_names"]),
                 category_ids=json.loads(meta["category_ids"]),
                 mask_threshold=float(meta["mask_threshold"]),
+                mask_paste=meta.get("mask_paste", "torchvision"),  # files exported before it was recorded: v1 rule
                 config=json.loads(meta.get("config", "{}")),
             )
         except (KeyError, ValueError) as e:
@@ -203,6 +208,7 @@ class OnnxPredictor:
                 torch.from_numpy(out["boxes"]),
                 (image.shape[0], image.shape[1]),
                 threshold=self.mask_threshold,
+                rule=self.mask_paste,
             )
             predictions.append(
                 Prediction.from_arrays(

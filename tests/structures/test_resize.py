@@ -1,5 +1,6 @@
 """The one resize rule: sizes as torchvision computes them for its weights, PIL's antialiased pixels for training,
-the same rule in the data pipeline and in the model, and the traced (ONNX) form of the antialiased filter."""
+the same rule in the data pipeline and in the model, and the traced (ONNX) forms of the antialiased filter and of
+PIL's fixed-point resize."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from maskrcnn.config import preset
 from maskrcnn.data.transforms import ResizeShortestEdge
 from maskrcnn.model.build import build_model
-from maskrcnn.structures.resize import _antialiased_in_graph, resize_image, resized_shape
+from maskrcnn.structures.resize import _antialiased_in_graph, _pil_bilinear_in_graph, resize_image, resized_shape
 
 SIZES = [(480, 640), (512, 512), (1365, 2048), (681, 1024), (97, 333), (600, 900), (333, 500), (427, 640), (1, 7)]
 
@@ -71,3 +72,17 @@ def test_traced_antialiased_filter_equals_torchs():
         expected = F.interpolate(image[None], size=(h, w), mode="bilinear", antialias=True)[0]
         got = _antialiased_in_graph(image, (torch.tensor(h), torch.tensor(w)))
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_traced_pil_resize_equals_pils_for_landscape_and_square_images():
+    """detectron2's rule resizes uint8 images by PIL itself; its ONNX form emulates PIL's fixed-point arithmetic and
+    gives the same bytes for the sizes the rule makes of landscape and square images (shrinking and enlarging). On some
+    portrait downscales this Pillow chooses its passes otherwise, and a few pixels differ by one grey level."""
+    rng = np.random.default_rng(0)
+    for height, width in [(480, 640), (512, 512), (1365, 2048), (97, 333), (333, 500), (40, 61)]:
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        for short, longest in ((800, 1333), (64, 100)):
+            h, w = resized_shape(height, width, short_size=short, max_size=longest, rule="detectron2")
+            expected = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+            got = _pil_bilinear_in_graph(torch.from_numpy(image).permute(2, 0, 1), (torch.tensor(h), torch.tensor(w)))
+            np.testing.assert_array_equal(got.permute(1, 2, 0).numpy(), expected)

@@ -98,7 +98,7 @@ def resize_image(image: Tensor, size: tuple[int, int] | tuple[Tensor, Tensor], *
         raise ValueError(f"unknown resize rule {rule!r}; expected one of {', '.join(RULES)}")
     if rule == "detectron2" and image.dtype == torch.uint8:
         if is_tracing():
-            return _antialiased_in_graph(image.float(), size).round().clamp(0, 255).to(torch.uint8)
+            return _pil_bilinear_in_graph(image, size)
         return _pil_bilinear(image, size)
     if rule != "torchvision" and is_tracing():
         return _antialiased_in_graph(image, size)
@@ -111,7 +111,7 @@ def _axis_taps(in_size: Tensor, out_size: Tensor) -> tuple[Tensor, Tensor]:
     """The antialiased bilinear filter along one axis, as F.interpolate(antialias=True) and PIL compute it.
 
     in_size, out_size: 0-dim int64 -> index: (O, T) int64 input positions, weight: (O, T) float32, each row summing
-    to 1. Output position i is centred on input coordinate c = (i + 0.5) * s (s = in / out) and reads the inputs
+    to 1 (float64). Output position i is centred on input coordinate c = (i + 0.5) * s (s = in / out) and reads the inputs
     j within the triangle's half-width r = max(s, 1) of it, with weight max(0, 1 - |j + 0.5 - c| / r).
     Example: 4 -> 2 (s = 2, r = 2) gives output 0 centred on 1.0, reading inputs 0, 1, 2 with weights 3/7, 3/7, 1/7.
     """
@@ -122,9 +122,10 @@ def _axis_taps(in_size: Tensor, out_size: Tensor) -> tuple[Tensor, Tensor]:
     first = (centre - support + 0.5).to(torch.int64).clamp(min=0)  # truncation, as the reference kernels
     end = torch.minimum((centre + support + 0.5).to(torch.int64), in_size)
     index = first[:, None] + torch.arange(taps)[None, :]  # (O, T)
-    weight = (1.0 - ((index - centre[:, None] + 0.5) / support).abs()).clamp(min=0.0) * (index < end[:, None])
+    # PIL's operations: the distance times 1 / support, in float64
+    weight = (1.0 - ((index - centre[:, None] + 0.5) * (1.0 / support)).abs()).clamp(min=0.0) * (index < end[:, None])
     weight = weight / weight.sum(dim=1, keepdim=True)
-    return torch.minimum(index, in_size - 1), weight.to(torch.float32)
+    return torch.minimum(index, in_size - 1), weight
 
 
 def _antialiased_in_graph(image: Tensor, size: tuple[int, int] | tuple[Tensor, Tensor]) -> Tensor:
@@ -133,10 +134,38 @@ def _antialiased_in_graph(image: Tensor, size: tuple[int, int] | tuple[Tensor, T
     shape = torch._shape_as_tensor(image)
     index, weight = _axis_taps(shape[2], as_tensor(size[1]))
     # (C, H, W) -> (C, H, w, T) -> (C, H, w)
-    x = (image[:, :, index] * weight).sum(dim=-1)
+    x = (image[:, :, index] * weight.to(image.dtype)).sum(dim=-1)
     index, weight = _axis_taps(shape[1], as_tensor(size[0]))
     # (C, H, w) -> (C, w, H) -> (C, w, h, T) -> (C, w, h) -> (C, h, w)
-    return (x.transpose(1, 2)[:, :, index] * weight).sum(dim=-1).transpose(1, 2)
+    return (x.transpose(1, 2)[:, :, index] * weight.to(image.dtype)).sum(dim=-1).transpose(1, 2)
+
+
+_PIL_PRECISION_BITS = 22  # PIL's 8-bit resampling: filter coefficients in fixed point, 2^-22 units
+
+
+def _pil_bilinear_in_graph(image: Tensor, size: tuple[int, int] | tuple[Tensor, Tensor]) -> Tensor:
+    """PIL's BILINEAR resize of a uint8 image, to the bit, in operations a trace keeps (for the ONNX export of
+    models whose weights need it). image: Tensor[C, H, W] uint8 -> Tensor[C, h, w] uint8.
+
+    PIL resamples 8-bit images in fixed point: each filter coefficient (``_axis_taps``) becomes round(k * 2^22),
+    a pass sums pixel * coefficient onto 2^21 (rounding half up) and keeps the integer part of sum / 2^22, clipped to
+    0-255; the width is resampled first, and its uint8 result is what the height pass reads. Every sum here is an
+    integer under 2^31, exact in float64. Example: the 4 -> 2 taps 3/7, 3/7, 1/7 become 1797559, 1797559, 599186.
+    The bytes equal PIL's for landscape and square images (tests/structures/test_resize.py); for some portrait
+    downscales Pillow 13 runs the height pass first, and a few pixels then differ by one grey level.
+    """
+    one = float(1 << _PIL_PRECISION_BITS)
+    shape = torch._shape_as_tensor(image)
+    x = image.to(torch.float64)
+    for axis, (in_size, out_size) in ((2, (shape[2], size[1])), (1, (shape[1], size[0]))):
+        index, weight = _axis_taps(in_size, as_tensor(out_size))
+        fixed = torch.floor(weight * one + 0.5)  # (O, T): the coefficients are never negative for this filter
+        rows = x if axis == 2 else x.transpose(1, 2)
+        # (C, R, In) -> (C, R, O, T) -> (C, R, O): one pass along the last axis
+        summed = (rows[:, :, index] * fixed).sum(dim=-1) + one / 2
+        out = torch.floor(summed / one).clamp(0, 255)
+        x = out if axis == 2 else out.transpose(1, 2)
+    return x.to(torch.uint8)
 
 
 def _pil_bilinear(image: Tensor, size: tuple[int, int]) -> Tensor:
