@@ -52,8 +52,8 @@ from pathlib import Path
 
 import numpy as np
 
-from maskrcnn.data.openimages.hierarchy import ClassHierarchy, read_hierarchy
 from maskrcnn.data.coco import VERIFIED_LABEL_KEYS
+from maskrcnn.data.openimages.hierarchy import ClassHierarchy, read_hierarchy
 from maskrcnn.evaluation.coco_eval import GroundTruth, _results_for, _unique_names, load_inputs
 from maskrcnn.structures.masks import ious, rle_area, rle_boxes
 

@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from maskrcnn.model.fpn import BackboneWithFPN
 from maskrcnn.model.roi_heads import RoIHeads
 from maskrcnn.model.rpn import RPN
-from maskrcnn.structures.image_list import ImageList
 from maskrcnn.structures import masks
+from maskrcnn.structures.image_list import ImageList
 from maskrcnn.structures.resize import UINT8_RULES, resize_image, resized_shape
 from maskrcnn.structures.sizes import size_tensor
 

@@ -22,8 +22,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from maskrcnn.http import FetchError, HttpClient
 from maskrcnn.errors import UserError
+from maskrcnn.http import FetchError, HttpClient
 from maskrcnn.io import atomic_write_json
 from maskrcnn.zoo.registry import WeightsEntry
 

@@ -15,10 +15,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from maskrcnn.http import HttpClient
 from maskrcnn.errors import UserError
-from maskrcnn.zoo.cache import fetch
+from maskrcnn.http import HttpClient
 from maskrcnn.zoo import registry
+from maskrcnn.zoo.cache import fetch
 from maskrcnn.zoo.registry import WeightsEntry, find_entry
 
 Purpose = Literal["predict", "train"]

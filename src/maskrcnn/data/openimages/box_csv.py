@@ -33,10 +33,10 @@ import numpy as np
 from tqdm import tqdm
 
 from maskrcnn.data.openimages.csv_filter import candidate_lines, read_header
-from maskrcnn.http import FetchError, HttpClient, RangeNotHonoured
 from maskrcnn.data.openimages.layout import safe_image_id
 from maskrcnn.data.openimages.remote_zip import ByteSource, FileSource, HttpSource
 from maskrcnn.errors import UserError
+from maskrcnn.http import FetchError, HttpClient, RangeNotHonoured
 from maskrcnn.io import atomic_write_json
 
 COLUMNS = ("ImageID", "LabelName", "XMin", "XMax", "YMin", "YMax", "IsGroupOf")

@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from maskrcnn.data.convert.report import ConvertReport
+from maskrcnn.data.images import image_size
 from maskrcnn.data.openimages.box_csv import BoxRow, filter_box_file, read_box_rows
 from maskrcnn.data.openimages.catalog import OpenImagesClass, read_class_descriptions, resolve_classes
-from maskrcnn.data.images import image_size
 from maskrcnn.data.openimages.coco_writer import build_dataset
 from maskrcnn.data.openimages.csv_filter import MaskRow, filter_segmentation_csv, scan_rows
 from maskrcnn.data.openimages.hierarchy import read_hierarchy
