@@ -270,7 +270,10 @@ def _is_detectron2(path: Path) -> bool:
 
 def _from_detectron2(path: Path) -> LoadedCheckpoint:
     model = read_detectron2_file(path)
-    depth, groups, width_per_group = backbone_shape(model)
+    try:
+        depth, groups, width_per_group = backbone_shape(model)
+    except UserError as e:  # about the backbone's arrays: say which file holds them
+        raise UserError(f"{path}: {e}") from None
     state = detectron2_to_ours(model, path=path)
     num_classes = int(state["roi_heads.box_predictor.cls_score.weight"].shape[0]) - 1
     if num_classes == len(COCO_CATEGORIES):

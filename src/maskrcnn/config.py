@@ -360,12 +360,16 @@ def _small() -> Config:
 # on pixels scaled to [0, 1] (its weights' stem takes RGB: zoo/detectron2.py reverses their input channels)
 DETECTRON2_PIXEL_MEAN = (123.675 / 255, 116.28 / 255, 103.53 / 255)
 DETECTRON2_PIXEL_STD = (1 / 255, 1 / 255, 1 / 255)
+# its ResNeXts (FAIR's C2 ImageNet models, mask_rcnn_X_101_32x8d_FPN_3x.yaml) were trained with the ImageNet std,
+# PIXEL_STD [57.375, 57.120, 58.395] in BGR order
+DETECTRON2_RESNEXT_PIXEL_STD = (58.395 / 255, 57.12 / 255, 57.375 / 255)
 
 
 def detectron2_config(*, depth: int = 50, groups: int = 1, width_per_group: int = 64, num_classes: int = 80) -> Config:
     """detectron2's Mask R-CNN FPN (its configs/Base-RCNN-FPN.yaml and COCO-InstanceSegmentation 3x files): what
     its model-zoo weights need to give its detections. ResNets (groups 1) are MSRA's, with the stride in the first
-    1x1 convolution; its ResNeXts have it in the 3x3. Anchors exact and at offset 0 (torchvision's P6 strides
+    1x1 convolution, fed pixels minus the mean with std 1; its ResNeXts have it in the 3x3 and divide by the
+    ImageNet std. Anchors exact and at offset 0 (torchvision's P6 strides
     not used), RPN top-k 2000/1000 per level and 1000/1000 per image (training/test) without a minimum proposal
     size; RoIAlign aligned with an adaptive sampling ratio and its level assignment; its resize and mask pasting."""
     return Config(
@@ -403,7 +407,7 @@ def detectron2_config(*, depth: int = 50, groups: int = 1, width_per_group: int 
                 min_size_test=800,
                 max_size_test=1333,
                 pixel_mean=DETECTRON2_PIXEL_MEAN,
-                pixel_std=DETECTRON2_PIXEL_STD,
+                pixel_std=DETECTRON2_RESNEXT_PIXEL_STD if groups > 1 else DETECTRON2_PIXEL_STD,
                 resize="detectron2",
             ),
         )

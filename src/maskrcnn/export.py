@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from maskrcnn.errors import UserError
+from maskrcnn.structures.masks import PASTE_RULES
 
 if TYPE_CHECKING:
     from maskrcnn.predict import Prediction, Predictor
@@ -175,13 +176,17 @@ class OnnxPredictor:
         names = [i.name for i in session.get_inputs()]
         if names != INPUT_NAMES:
             raise UserError(f"{path} has inputs {names}, expected {INPUT_NAMES}")
+        paste = meta.get("mask_paste", "torchvision")  # files exported before it was recorded: v1 rule
+        if paste not in PASTE_RULES:
+            raise UserError(f"{path} has an unknown mask pasting rule {paste!r} in its maskrcnn metadata; this maskrcnn "
+                            f"knows {', '.join(PASTE_RULES)}")
         try:
             return cls(
                 session,
                 class_names=json.loads(meta["class_names"]),
                 category_ids=json.loads(meta["category_ids"]),
                 mask_threshold=float(meta["mask_threshold"]),
-                mask_paste=meta.get("mask_paste", "torchvision"),  # files exported before it was recorded: v1 rule
+                mask_paste=paste,
                 config=json.loads(meta.get("config", "{}")),
             )
         except (KeyError, ValueError) as e:

@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from maskrcnn.config import Config, dump_yaml, from_dict, load_config, preset, to_dict
 from maskrcnn.errors import UserError
@@ -24,6 +25,20 @@ def test_round_trip_through_dict_and_yaml():
     resnext = preset("d2_x101_32x8d_fpn").model.backbone
     assert (resnext.depth, resnext.groups, resnext.width_per_group, resnext.stride_in_1x1) == (101, 32, 8, False)
     assert preset("d2_r50_fpn").model.backbone.stride_in_1x1  # MSRA ResNets: the stride in the first 1x1
+
+
+@pytest.mark.parametrize(
+    "name, bgr_std",
+    [("d2_r50_fpn", (1.0, 1.0, 1.0)), ("d2_r101_fpn", (1.0, 1.0, 1.0)), ("d2_x101_32x8d_fpn", (57.375, 57.120, 58.395))],
+)
+def test_detectron2_presets_normalise_pixels_as_its_configs_do(name, bgr_std):
+    """detectron2 feeds (BGR pixel in 0-255 - PIXEL_MEAN) / PIXEL_STD: mean [103.53, 116.28, 123.675] in every
+    config, std 1 for the MSRA ResNets and the ImageNet std for the ResNeXt (mask_rcnn_X_101_32x8d_FPN_3x.yaml)."""
+    model_input = preset(name).model.input
+    rgb = torch.tensor([200.0, 30.0, 90.0])
+    ours = (rgb / 255 - torch.tensor(model_input.pixel_mean)) / torch.tensor(model_input.pixel_std)
+    theirs = (rgb.flip(0) - torch.tensor([103.53, 116.28, 123.675])) / torch.tensor(bgr_std)
+    torch.testing.assert_close(ours, theirs.flip(0))
 
 
 @pytest.mark.parametrize(

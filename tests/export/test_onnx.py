@@ -75,7 +75,7 @@ def test_metadata_carries_classes_and_config(exported, small_checkpoint):
     _, onnx_predictor, _ = exported
     assert onnx_predictor.class_names == ["square", "circle", "triangle"]
     assert onnx_predictor.category_ids == [1, 2, 5]
-    assert onnx_predictor.mask_threshold == 0.5
+    assert onnx_predictor.mask_threshold == 0.5 and onnx_predictor.mask_paste == "torchvision"
     assert onnx_predictor.config["model"]["backbone"]["depth"] == 18
     prediction = onnx_predictor.predict(np.zeros((64, 80, 3), dtype=np.uint8), score_threshold=0.0)[0]
     assert prediction.masks.shape[1:] == (64, 80)
@@ -110,7 +110,7 @@ def test_cli_export_then_predict_with_onnxruntime_matches_the_torch_backend(smal
         np.testing.assert_allclose(a["bbox"], b["bbox"], atol=0.05)
 
 
-def test_missing_corrupt_or_foreign_onnx_files_give_one_line_errors(tmp_path, shared_data, capsys):
+def test_missing_corrupt_or_foreign_onnx_files_give_one_line_errors(exported, tmp_path, shared_data, capsys):
     import onnx
     from onnx import TensorProto, helper
 
@@ -124,10 +124,15 @@ def test_missing_corrupt_or_foreign_onnx_files_give_one_line_errors(tmp_path, sh
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
     onnx.save(helper.make_model(graph, ir_version=8, opset_imports=[helper.make_opsetid("", 17)]), foreign)
+    unknown_rule = tmp_path / "unknown-rule.onnx"
+    proto = onnx.load(str(exported[2]))
+    next(p for p in proto.metadata_props if p.key == "mask_paste").value = "sideways"
+    onnx.save(proto, unknown_rule)
     cases = [
         (tmp_path / "missing.onnx", "ONNX model file not found"),
         (corrupt, "cannot load ONNX model"),
         (foreign, "not a maskrcnn export"),
+        (unknown_rule, "unknown mask pasting rule 'sideways'"),
     ]
     for path, message in cases:
         code = main(["predict", image, "--weights", str(path), "--backend", "onnxruntime", "--output",

@@ -86,3 +86,22 @@ def test_traced_pil_resize_equals_pils_for_landscape_and_square_images():
             expected = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
             got = _pil_bilinear_in_graph(torch.from_numpy(image).permute(2, 0, 1), (torch.tensor(h), torch.tensor(w)))
             np.testing.assert_array_equal(got.permute(1, 2, 0).numpy(), expected)
+
+
+def detectron2_output_shape(height: int, width: int, short: int, longest: int) -> tuple[int, int]:
+    """detectron2's ResizeShortestEdge.get_output_shape, in Python floats as it computes them."""
+    scale = short * 1.0 / min(height, width)
+    new_h, new_w = (short, scale * width) if height < width else (scale * height, short)
+    if max(new_h, new_w) > longest:
+        scale = longest * 1.0 / max(new_h, new_w)
+        new_h, new_w = new_h * scale, new_w * scale
+    return int(new_h + 0.5), int(new_w + 0.5)
+
+
+def test_detectron2_rule_gives_detectron2s_sizes_to_the_last_rounding():
+    """Sizes that land on a half (600 x 1200 -> 666.5 x 1333) round as Python's floats do, not one pixel off."""
+    cases = [(600, 1200), (300, 600), (384, 630), (1468, 734)] + [(h, w) for h in range(16, 1500, 37) for w in range(16, 1500, 41)]
+    for height, width in cases:
+        for short, longest in ((800, 1333), (640, 1066)):
+            got = resized_shape(height, width, short_size=short, max_size=longest, rule="detectron2")
+            assert got == detectron2_output_shape(height, width, short, longest), (height, width, short, longest)

@@ -78,9 +78,9 @@ def test_a_model_zoo_file_gives_detectron2s_detections_and_masks(d2_file, shared
 
 
 def test_an_onnx_export_of_a_model_zoo_file_gives_the_pytorch_detections_and_masks(d2_file, shared_data, tmp_path):
-    """The export records detectron2's pasting rule, so ONNX Runtime's masks are the PyTorch path's (a model pasted
-    by torchvision's rule instead loses about a pixel at every mask edge). Resizing runs in the graph as the
-    antialiased filter rounded to grey levels, not PIL itself: a few boxes may move, within the parity rule."""
+    """The export records detectron2's pasting rule, so ONNX Runtime's masks are the PyTorch path's (pasted by
+    torchvision's rule instead, they would differ along every mask edge), and the graph resizes by PIL's fixed-point
+    arithmetic (structures/resize.py), so it sees the image the PyTorch path sees."""
     pytest.importorskip("onnxruntime")
     from maskrcnn.export import OnnxPredictor, export_onnx
 

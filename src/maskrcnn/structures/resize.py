@@ -78,12 +78,14 @@ def resized_shape(
 def _detectron2_scaled(size: Tensor, short_size: float, max_size: float) -> Tensor:
     """detectron2's unrounded output size, operation for operation: size (2,) float64 (H, W) -> (2,) float64."""
     height, width = size[0:1], size[1:2]
-    scale = short_size / size.min(dim=0, keepdim=True).values  # (1,)
-    short = torch.full_like(scale, short_size)
+    # tensor / tensor: torch computes a Python number / tensor as number * (1 / tensor), which differs from Python's
+    # division in the last bit and flips the rounding of sizes that land on a half (600 x 1200 -> 667 x 1333)
+    short = torch.full_like(height, short_size)  # (1,)
+    scale = short / size.min(dim=0, keepdim=True).values  # (1,)
     # the short side is exactly short_size (height when H < W, else width), the other side * scale
     scaled = torch.where(height < width, torch.cat([short, scale * width]), torch.cat([scale * height, short]))
     longest = scaled.max(dim=0, keepdim=True).values
-    return torch.where(longest > max_size, scaled * (max_size / longest), scaled)
+    return torch.where(longest > max_size, scaled * (torch.full_like(longest, max_size) / longest), scaled)
 
 
 def resize_image(image: Tensor, size: tuple[int, int] | tuple[Tensor, Tensor], *, rule: str) -> Tensor:
@@ -177,5 +179,5 @@ def _pil_bilinear(image: Tensor, size: tuple[int, int]) -> Tensor:
         np.array(Image.fromarray(np.ascontiguousarray(p)).resize((int(size[1]), int(size[0])), Image.BILINEAR))
         for p in planes
     ]
-    out = resized[0] if len(resized) == 1 else np.stack(resized, axis=2)  # (h, w, C), writable copies
+    out = resized[0] if len(planes) == 1 and planes[0].ndim == 3 else np.stack(resized, axis=2)  # (h, w, C)
     return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1).to(image.device)
