@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from maskrcnn.cli import main
 from maskrcnn.config import load_config
 from maskrcnn.engine import train as train_module
 from maskrcnn.engine.train import NonFiniteLoss, TrainJob, train
+from maskrcnn.errors import UserError
 
 
 def job(data, out, *overrides, resume=False, val=False):
@@ -214,3 +216,28 @@ def test_fine_tuning_from_a_torchvision_v2_checkpoint_resizes_the_class_layers(s
                          ("rpn.head.extra_convs.0.weight", "rpn.head.conv.1.0.weight"),
                          ("backbone.fpn.output_convs.2.weight", "backbone.fpn.layer_blocks.2.0.weight")):
         assert torch.equal(tuned.state_dict[ours], source[theirs]), ours
+
+
+def test_weights_and_a_config_that_do_not_fit_are_refused_before_training(shapes_data, tmp_path):
+    """torchvision weights under a detectron2 preset (stride in the 1x1, std 1) would start from wrong features; a
+    detectron2 file under another preset replaces the model config, so model keys the user gave would be lost."""
+    from detectron2_weights import detectron2_fpn_weights, write_model_zoo_pickle
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+    torch.manual_seed(0)
+    torchvision_file = tmp_path / "tv.pth"
+    torch.save(maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91).state_dict(), torchvision_file)
+    d2_file = tmp_path / "model_final_random.pkl"
+    write_model_zoo_pickle(d2_file, detectron2_fpn_weights(depth=50, seed=0))
+    cases = [
+        ("d2_r50_fpn", torchvision_file, frozenset(), "model.backbone.stride_in_1x1=True"),
+        ("r50_fpn", d2_file, frozenset({"model.backbone.freeze_at"}), "--config d2_r50_fpn"),
+    ]
+    for preset_name, weights, given, message in cases:
+        out = tmp_path / f"run-{preset_name}"
+        config = load_config(preset_name, TINY_OVERRIDES + ["solver.max_iter=1"])
+        with pytest.raises(UserError, match=re.escape(message)) as error:
+            train(TrainJob(config=config, train_json=shapes_data["train"], output_dir=out, init_weights=weights,
+                           given_keys=given, progress=False))
+        assert str(weights) in str(error.value)
+        assert not (out / "last.pt").exists()

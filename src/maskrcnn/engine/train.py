@@ -48,7 +48,7 @@ from maskrcnn.checkpoint import (
     read_starting_weights,
     save_checkpoint,
 )
-from maskrcnn.config import Config, ModelConfig, dump_yaml, replace_backbone, replace_model
+from maskrcnn.config import PRESETS, Config, InputConfig, ModelConfig, dump_yaml, replace_backbone, replace_model
 from maskrcnn.data.coco import CocoDataset
 from maskrcnn.data.loader import build_train_loader
 from maskrcnn.data.transforms import Compose, RandomHorizontalFlip, ResizeShortestEdge
@@ -93,6 +93,18 @@ _ARCHITECTURE = {
 
 def _architecture(model: ModelConfig) -> tuple:
     return tuple(getattr(getattr(model, part), f) for part, fields in _ARCHITECTURE.items() for f in fields)
+
+
+def _fits(model: ModelConfig, needed: ModelConfig) -> bool:
+    """Whether ``model`` builds the network ``needed`` describes and normalises pixels alike."""
+    return _architecture(model) == _architecture(needed) and (
+        (model.input.pixel_mean, model.input.pixel_std) == (needed.input.pixel_mean, needed.input.pixel_std)
+    )
+
+
+def _matching_preset(needed: ModelConfig) -> str:
+    """The name of the preset whose model ``needed`` fits, for messages ("" if none)."""
+    return next((name for name, make in PRESETS.items() if _fits(make().model, needed)), "")
 
 
 def train(job: TrainJob) -> dict[str, Any]:
@@ -263,6 +275,8 @@ class _Trainer:
         backbone = config.model.backbone
         if start is not None and start.model_config is not None:
             return self._config_for_weights(config, start.model_config)
+        if start_kind in ("torchvision", "imagenet"):
+            self._check_torchvision_conventions(config.model)
         if start_kind == "torchvision":  # its frozen BatchNorm statistics were trained with eps 0
             if backbone.frozen_bn_eps != 0.0:
                 self._print(f"note: model.backbone.frozen_bn_eps={backbone.frozen_bn_eps} is replaced by 0, the value "
@@ -280,15 +294,40 @@ class _Trainer:
         model config when it builds the same network and normalises pixels alike (the matching preset, with any
         training overrides such as freeze_at or norm), else theirs."""
         model = config.model
-        same = _architecture(model) == _architecture(needed) and (
-            (model.input.pixel_mean, model.input.pixel_std) == (needed.input.pixel_mean, needed.input.pixel_std)
-        )
-        if same:
+        if _fits(model, needed):
             return config
-        self._print(f"note: the model config is replaced by the one {self.job.init_weights} needs (its backbone, "
-                    "input and heads; the preset d2_* for detectron2 files, r50_fpn_v2 for torchvision's v2, which "
-                    "overrides can then change)")
+        hint = _matching_preset(needed)
+        given = sorted(k for k in self.job.given_keys if k.startswith("model.") and k != "model.num_classes")
+        if given:  # replacing the model config would silently drop what the user chose
+            raise UserError(
+                f"{self.job.init_weights} needs another model config than the one given (the preset {hint or '?'}: "
+                f"its backbone, pixel normalisation and heads), which would drop your {', '.join(given)}; "
+                f"give them with --config {hint or '<that preset>'}"
+            )
+        self._print(f"note: the model config is replaced by the one {self.job.init_weights} needs (the preset "
+                    f"{hint or 'of its source'}: its backbone, input and heads; --config {hint or '...'} takes "
+                    "overrides of it)")
         return replace_model(replace(config, model=needed), num_classes=model.num_classes)
+
+    def _check_torchvision_conventions(self, model: ModelConfig) -> None:
+        """torchvision's Mask R-CNN and ImageNet ResNets have the stride in the 3x3 convolution, no groups, and
+        expect ImageNet's pixel mean and std: UserError naming the fields of ``model`` that differ."""
+        plain, backbone = InputConfig(), model.backbone
+        wrong = [
+            f"model.backbone.{name}={getattr(backbone, name)}"
+            for name, value in (("stride_in_1x1", False), ("groups", 1), ("width_per_group", 64))
+            if getattr(backbone, name) != value
+        ]
+        wrong += [
+            f"model.input.{name}={list(getattr(model.input, name))}"
+            for name in ("pixel_mean", "pixel_std")
+            if getattr(model.input, name) != getattr(plain, name)
+        ]
+        if wrong:
+            raise UserError(
+                f"{self.job.init_weights} holds torchvision weights (stride in the 3x3 convolution, ImageNet pixel "
+                f"mean and std), which {', '.join(wrong)} do not fit: use --config r50_fpn or r101_fpn"
+            )
 
     # ---- the loop ---------------------------------------------------------------------------------------------
 
