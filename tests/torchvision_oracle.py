@@ -132,6 +132,8 @@ def compare_with_torchvision(reference: torch.nn.Module, predictor, image_paths:
         got = predictor.predict(image, score_threshold=0.0)[0]
         assert len(expected["scores"]) > 20, f"the oracle gives {len(expected['scores'])} detections on {image_path}"
         assert got.masks.shape[1:] == image.shape[:2]
+        # matching is one way (each expected detection finds one of ours): ours must not add detections either
+        assert len(got) <= len(expected["scores"]) * 1.03, f"{len(got)} detections against {len(expected['scores'])}"
         match = match_detections(Detections.from_torchvision(expected), got)
         total = Match(*(a + b for a, b in zip(total, match)))
     return total

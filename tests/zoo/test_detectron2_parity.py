@@ -68,6 +68,7 @@ def test_a_model_zoo_file_gives_detectron2s_detections_and_masks(d2_file, shared
         expected = detectron2_detections(image)
         got = ours.predict(pixels, score_threshold=0.0)[0]
         assert got.masks.shape[1:] == pixels.shape[:2]
+        assert len(got) <= len(expected.scores) * 1.03  # matching is one way: no extra detections either
         match = match_detections(expected, got, mask_size=None)  # detectron2 pastes without snapping to a grid
         matched, total, mask_ious = matched + match.matched, total + match.total, mask_ious + match.mask_ious
 
