@@ -367,9 +367,10 @@ def read_starting_weights(path: Path) -> StartingWeights:
         return StartingWeights("maskrcnn", load_checkpoint(path).state_dict)
     state = obj.get("model", obj.get("state_dict", obj)) if isinstance(obj, dict) else None
     if isinstance(state, dict) and _looks_like_torchvision(state):
+        loaded = _from_torchvision(state, path)
         # v2 needs its own heads and BN eps (r50_fpn_v2); v1 fits r50_fpn's
-        needed = _from_torchvision(state, path).config.model if is_torchvision_v2(state) else None
-        return StartingWeights("torchvision", torchvision_to_ours(state), needed)
+        needed = loaded.config.model if is_torchvision_v2(state) else None
+        return StartingWeights("torchvision", loaded.state_dict, needed)
     if isinstance(state, dict) and "conv1.weight" in state:
         return StartingWeights("imagenet", state)
     raise UserError(f"{path} is not a maskrcnn checkpoint, a torchvision or detectron2 Mask R-CNN or an ImageNet "

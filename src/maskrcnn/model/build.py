@@ -12,7 +12,6 @@ from maskrcnn.model.mask_rcnn import MaskRCNN
 from maskrcnn.model.poolers import MultiLevelRoIAlign
 from maskrcnn.model.roi_heads import RoIHeads
 from maskrcnn.model.rpn import RPN, RPNHead
-from maskrcnn.structures.resize import RULES as RESIZE_RULES
 
 
 def build_model(config: ModelConfig) -> MaskRCNN:
@@ -32,8 +31,6 @@ def build_model(config: ModelConfig) -> MaskRCNN:
     )
     if len(rpn_cfg.anchor_sizes) != len(backbone.strides):
         raise ValueError(f"need one anchor size per FPN level ({len(backbone.strides)}), got {rpn_cfg.anchor_sizes}")
-    if inp.resize not in RESIZE_RULES:
-        raise ValueError(f"unknown resize rule {inp.resize!r}; expected one of {', '.join(RESIZE_RULES)}")
 
     anchor_generator = AnchorGenerator(
         sizes=rpn_cfg.anchor_sizes,
