@@ -116,9 +116,11 @@ def generate_boxes(path: Path, rows: int, *, seed: int = 0, chunk: int = 200_000
 
 def serve(root: Path, port_file: Path) -> None:
     """A loopback file server with Range support (``http.server`` plus seek), until killed."""
-    import re
     import shutil
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from loopback import byte_range  # the test servers' Range parsing
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args) -> None:
@@ -127,15 +129,11 @@ def serve(root: Path, port_file: Path) -> None:
         def do_GET(self) -> None:
             path = root / self.path.lstrip("/")
             size = path.stat().st_size
-            match = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", ""))
-            start, stop = 0, size
-            if match and match.group(1) == "":
-                start = max(0, size - int(match.group(2)))
-            elif match:
-                start, stop = int(match.group(1)), size if match.group(2) == "" else int(match.group(2)) + 1
-            self.send_response(206 if match else 200)
+            asked = byte_range(self.headers.get("Range", ""), size)
+            start, stop = asked or (0, size)
+            self.send_response(206 if asked else 200)
             self.send_header("Content-Length", str(stop - start))
-            if match:
+            if asked:
                 self.send_header("Content-Range", f"bytes {start}-{stop - 1}/{size}")
             self.end_headers()
             with open(path, "rb") as f:

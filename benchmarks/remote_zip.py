@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import io
 import random
-import re
 import sys
 import tempfile
 import threading
@@ -26,7 +25,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # loopback: the test servers' Range parsing
 
+from loopback import byte_range  # noqa: E402
 from maskrcnn.data.openimages.remote_zip import HttpSource, ZipReader  # noqa: E402
 from maskrcnn.http import HttpClient  # noqa: E402
 
@@ -126,10 +127,7 @@ def serve(data: bytes, latency_s: float, counts: dict[str, int]) -> ThreadingHTT
 
         def do_GET(self) -> None:
             time.sleep(latency_s)
-            first, last = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers["Range"]).groups()
-            start = len(data) - int(last) if first == "" else int(first)
-            stop = len(data) if first == "" or last == "" else int(last) + 1
-            start, stop = max(0, start), min(len(data), stop)
+            start, stop = byte_range(self.headers["Range"], len(data))
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {start}-{stop - 1}/{len(data)}")
             self.send_header("Content-Length", str(stop - start))
