@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
+from maskrcnn.structures.masks import paste_grid
+
 
 def randomised_torchvision_model(builder: Callable[..., torch.nn.Module] | None = None, *, bn_eps: float = 0.0
                                  ) -> torch.nn.Module:
@@ -68,21 +70,11 @@ class Match(NamedTuple):
     snapped_apart: int
 
 
-def paste_grid(boxes: np.ndarray, mask_size: int = 28) -> np.ndarray:
-    """(D, 4) xyxy -> (D, 4) int64: the whole-pixel box a mask is pasted into (torchvision's rule: the box grown by
-    (M + 2) / M about its centre, then truncated). Truncation is a step: two boxes 1e-5 px apart whose grown edge
-    lies on an integer paste into grids one pixel apart, and their masks legitimately differ."""
-    boxes = torch.from_numpy(np.asarray(boxes, dtype=np.float32))
-    centre = (boxes[:, :2] + boxes[:, 2:]) * 0.5
-    half = (boxes[:, 2:] - boxes[:, :2]) * 0.5 * ((mask_size + 2) / mask_size)
-    return torch.cat([centre - half, centre + half], dim=1).to(torch.int64).numpy()
-
-
 def match_detections(expected, got, *, mask_size: int | None = 28) -> Match:
     """The parity rule: an expected detection is matched by one of ``got`` with the same label, box IoU > 0.99 or
     every coordinate within 0.5 px (small boxes), and score within 1e-3 (the best-overlapping if several).
     ``expected``, ``got``: Detections or Predictions. Masks of a matched pair are compared when both boxes snap to
-    the same paste grid (``paste_grid``, ``mask_size`` M); mask_size None: always (a pasting rule without a grid,
+    the same paste grid (``maskrcnn.structures.masks.paste_grid``, ``mask_size`` M); mask_size None: always (a pasting rule without a grid,
     such as detectron2's).
     """
     boxes_e, boxes_g = torch.from_numpy(expected.boxes), torch.from_numpy(got.boxes)
@@ -92,7 +84,7 @@ def match_detections(expected, got, *, mask_size: int | None = 28) -> Match:
     close_score = (torch.from_numpy(expected.scores)[:, None] - torch.from_numpy(got.scores)[None, :]).abs() < 1e-3
     candidates = close_box & same_label & close_score
     gridded = mask_size is not None
-    grid_e, grid_g = (paste_grid(expected.boxes, mask_size), paste_grid(got.boxes, mask_size)) if gridded else (0, 0)
+    grid_e, grid_g = (paste_grid(boxes_e, mask_size), paste_grid(boxes_g, mask_size)) if gridded else (None, None)
     matched, snapped_apart, mask_ious = 0, 0, []
     for e in range(len(expected.scores)):
         js = torch.nonzero(candidates[e]).squeeze(1)
@@ -100,7 +92,7 @@ def match_detections(expected, got, *, mask_size: int | None = 28) -> Match:
             continue
         matched += 1
         j = int(js[iou[e, js].argmax()])
-        if gridded and not np.array_equal(grid_e[e], grid_g[j]):
+        if gridded and not torch.equal(grid_e[e], grid_g[j]):
             snapped_apart += 1
             continue
         a, b = expected.masks[e], got.masks[j]

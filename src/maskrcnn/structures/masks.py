@@ -234,16 +234,20 @@ def paste_masks(
     return out
 
 
+def paste_grid(boxes: Tensor, mask_size: int) -> Tensor:
+    """Tensor[D, 4] xyxy -> Tensor[D, 4] int64: the whole-pixel box torchvision's rule pastes an M x M mask into, the
+    box grown by (M + 2) / M about its centre (for the map's one-pixel zero border), then truncated. Truncation is a
+    step: boxes 1e-5 px apart whose grown edge lies on an integer paste into grids one pixel apart."""
+    centre = (boxes[:, :2] + boxes[:, 2:]) * 0.5  # (D, 2)
+    half = (boxes[:, 2:] - boxes[:, :2]) * 0.5 * ((mask_size + 2) / mask_size)
+    return torch.cat([centre - half, centre + half], dim=1).to(torch.int64)  # truncation, as torchvision
+
+
 def _paste_resized(mask_probs: Tensor, boxes: Tensor, out: Tensor, threshold: float) -> None:
     """torchvision's rule (``paste_masks``) into ``out``: Tensor[D, H, W] bool, all False."""
-    size = mask_probs.shape[-1]
     height, width = out.shape[-2:]
     padded = F.pad(mask_probs, (1, 1, 1, 1))  # (D, M+2, M+2)
-    scale = (size + 2) / size
-    centre = (boxes[:, :2] + boxes[:, 2:]) * 0.5  # (D, 2)
-    half = (boxes[:, 2:] - boxes[:, :2]) * 0.5 * scale
-    grown = torch.cat([centre - half, centre + half], dim=1).to(torch.int64).tolist()  # truncation, as torchvision
-    for i, (x1, y1, x2, y2) in enumerate(grown):
+    for i, (x1, y1, x2, y2) in enumerate(paste_grid(boxes, mask_probs.shape[-1]).tolist()):
         w = max(x2 - x1 + 1, 1)
         h = max(y2 - y1 + 1, 1)
         x0, y0 = max(x1, 0), max(y1, 0)
