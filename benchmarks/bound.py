@@ -111,18 +111,7 @@ def main() -> None:
     macs = [count_macs(reference, image) for image in arrays]
     del reference
 
-    times = {"ours": [[] for _ in arrays], "torchvision": [[] for _ in arrays]}
-    order = list(times)
-    for round_index in range(args.runs + 1):
-        for i, image in enumerate(arrays):
-            for name in order:
-                start = time.perf_counter()
-                runners[name](image)
-                if round_index:
-                    times[name][i].append(time.perf_counter() - start)
-        order.reverse()
-        if round_index:
-            print(f"round {round_index} done (load {common.load()})", flush=True)
+    times, _ = common.interleaved_times(runners, arrays, args.runs)
     print(f"machine after: {common.machine()}")
     print()
     print("| image | GMAC (torchvision) | GMAC ours needs | torchvision ms | ours ms | measured ratio | "

@@ -98,6 +98,28 @@ def torchvision_model(state_dict, *, norm: str = "frozen", arch: str = "v1"):
     return model.eval()
 
 
+def interleaved_times(runners: dict, inputs: list, runs: int) -> tuple[dict, dict]:
+    """Time every runner (name -> callable(input)) on every input, one warm-up round then ``runs`` timed rounds, the
+    order of the runners reversing from round to round. Returns (name -> per input -> seconds of each timed round,
+    (name, input index) -> the last round's output)."""
+    import time
+
+    times = {name: [[] for _ in inputs] for name in runners}
+    outputs = {}
+    order = list(runners)
+    for round_index in range(runs + 1):
+        for i, item in enumerate(inputs):
+            for name in order:
+                start = time.perf_counter()
+                outputs[name, i] = runners[name](item)
+                if round_index:
+                    times[name][i].append(time.perf_counter() - start)
+        order.reverse()
+        if round_index:
+            print(f"round {round_index} done (load {load()})", flush=True)
+    return times, outputs
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 

@@ -34,8 +34,12 @@ BACKGROUND_BIAS = 12.0  # added to the background logit, so that it wins most Ro
 MASK_STD = 0.2  # mask predictor: masks cover about half their box, 15-60% from one to another
 
 
-def detectron2_fpn_weights(*, depth: int = 50, num_classes: int = 80, seed: int = 0) -> dict[str, np.ndarray]:
-    """A detectron2 Mask R-CNN R{depth}-FPN ``model`` dict (float32 arrays), in detectron2's names and shapes."""
+def detectron2_fpn_weights(
+    *, depth: int = 50, num_classes: int = 80, seed: int = 0, groups: int = 1, width_per_group: int = 64
+) -> dict[str, np.ndarray]:
+    """A detectron2 Mask R-CNN R{depth}-FPN ``model`` dict (float32 arrays), in detectron2's names and shapes; with
+    ``groups`` > 1 a ResNeXt (X101-32x8d: depth 101, groups 32, width_per_group 8), whose bottlenecks are
+    groups * width_per_group wide at res2 and whose 3x3 convolutions see width / groups input channels each."""
     rng = np.random.RandomState(seed)
     out: dict[str, np.ndarray] = {}
 
@@ -61,19 +65,22 @@ def detectron2_fpn_weights(*, depth: int = 50, num_classes: int = 80, seed: int 
     conv(f"{bottom_up}.stem.conv1", 64, 3, 7)
     out[f"{bottom_up}.stem.conv1.weight"] *= STEM_SCALE
     norm(f"{bottom_up}.stem.conv1.norm", 64)
-    in_ch, width = 64, 64
+    in_ch, width, out_ch = 64, groups * width_per_group, 256
     for stage, blocks in enumerate(STAGE_BLOCKS[depth], start=2):
-        out_ch = width * 4
         for b in range(blocks):
             prefix = f"{bottom_up}.res{stage}.{b}"
             if b == 0:
                 conv(f"{prefix}.shortcut", out_ch, in_ch, 1)
                 norm(f"{prefix}.shortcut.norm", out_ch)
-            for i, (c_out, c_in, k) in enumerate(((width, in_ch, 1), (width, width, 3), (out_ch, width, 1)), 1):
-                conv(f"{prefix}.conv{i}", c_out, c_in, k)
+            layers = ((width, in_ch, 1), (width, width // groups, 3), (out_ch, width, 1))
+            for i, (c_out, c_in, k) in enumerate(layers, 1):
+                # a grouped 3x3 sees c_in = width / groups channels: scaled by that fan-in, not the dense fan-out,
+                # or every ResNeXt bottleneck would shrink its signal 4x-fold and the detections fade
+                grouped = groups > 1 and k == 3
+                conv(f"{prefix}.conv{i}", c_out, c_in, k, std=np.sqrt(2.0 / (c_in * k * k)) if grouped else None)
                 norm(f"{prefix}.conv{i}.norm", c_out)
             in_ch = out_ch
-        width *= 2
+        width, out_ch = width * 2, out_ch * 2
 
     for level, c_in in zip(range(2, 6), (256, 512, 1024, 2048)):
         conv(f"backbone.fpn_lateral{level}", FPN_CHANNELS, c_in, 1, bias=True)

@@ -4,7 +4,7 @@ Run it with a Python where detectron2 is installed (not the project's environmen
 root; the detectron2 source tree gives the config files:
 
     /path/to/d2venv/bin/python tools/detectron2_fixtures.py --detectron2-src /path/to/detectron2 \
-        --detectron2-commit <the commit that tree was built from> [--data ../shared/data]
+        --detectron2-commit <the commit that tree was built from> [--arch r50|r101|x101] [--data ../shared/data]
 
 How detectron2 was installed for the committed fixtures (outside the repository, CPU only): a venv of Python
 3.11, ``pip install torch==2.14.1 torchvision==0.29.1``, then ``pip install --no-build-isolation <source tree>``
@@ -12,10 +12,11 @@ How detectron2 was installed for the committed fixtures (outside the repository,
 ``pkg_resources``, which current setuptools lacks, so this script takes the config from the source tree instead.
 MODEL.WEIGHTS is set to the generated file, so nothing is downloaded.
 
-It regenerates the R50-FPN weights from their numpy seed, checks that they have exactly the names and shapes of
-the model detectron2 builds from COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml, loads them through
+It regenerates the weights of the architecture (R50-FPN by default; R101-FPN, X101-32x8d-FPN) from their numpy
+seed, checks that they have exactly the names and shapes of the model detectron2 builds from its 3x config
+(COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml and the like), loads them through
 detectron2's checkpointer, runs ``DefaultPredictor`` (MODEL.DEVICE=cpu, everything else as the config says) on
-three images of the shared data, and writes tests/fixtures/detectron2_r50_fpn_3x.json: per image, every
+three images of the shared data, and writes tests/fixtures/detectron2_<arch>_fpn_3x.json: per image, every
 detection's box (x1, y1, x2, y2 in pixels), score, class (detectron2's contiguous 0-79) and mask (COCO compressed
 RLE), with what made them. It prints how many detections and what masks each image gets, so that a weak fixture
 (few detections, empty or box-filling masks) shows.
@@ -40,13 +41,22 @@ from detectron2_weights import detectron2_fpn_weights, weights_digest, write_mod
 
 from maskrcnn.data.images import read_image  # noqa: E402
 
-CONFIG = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"
+# --arch -> detectron2's config, the weights' shape (tests/detectron2_weights.py) and the fixture written
+ARCHES = {
+    "r50": ("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml", {"depth": 50}, "detectron2_r50_fpn_3x.json"),
+    "r101": ("COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml", {"depth": 101}, "detectron2_r101_fpn_3x.json"),
+    "x101": (
+        "COCO-InstanceSegmentation/mask_rcnn_X_101_32x8d_FPN_3x.yaml",
+        {"depth": 101, "groups": 32, "width_per_group": 8},
+        "detectron2_x101_32x8d_fpn_3x.json",
+    ),
+}
 IMAGES = [  # 512 x 512, 640 x 480, 2048 x 1365: the parity tests' sizes
     "car-parts/train/JPEGImages/train1.jpg",
     "coco128-seg/images/train2017/000000000009.jpg",
     "balloon/val/14898532020_ba6199dd22_k.jpg",
 ]
-OUTPUT = REPO / "tests" / "fixtures" / "detectron2_r50_fpn_3x.json"
+FIXTURES = REPO / "tests" / "fixtures"
 SEED = 0
 
 
@@ -55,7 +65,9 @@ def main() -> None:
     parser.add_argument("--detectron2-src", type=Path, required=True, help="detectron2 source tree (configs/)")
     parser.add_argument("--detectron2-commit", required=True, help="the commit that source tree is")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="the shared data folder")
-    parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--arch", choices=sorted(ARCHES), default="r50", help="which model-zoo architecture")
+    parser.add_argument("--seed", type=int, default=SEED, help=f"numpy seed of the weights (default {SEED})")
+    parser.add_argument("--output", type=Path, help="default: tests/fixtures/detectron2_<arch>_fpn_3x.json")
     args = parser.parse_args()
 
     import detectron2
@@ -66,8 +78,10 @@ def main() -> None:
 
     torch.set_num_threads(2)
     cfg = get_cfg()
-    cfg.merge_from_file(str(args.detectron2_src / "configs" / CONFIG))
-    model = detectron2_fpn_weights(depth=50, seed=SEED)
+    config, shape, output = ARCHES[args.arch]
+    args.output = args.output or FIXTURES / output
+    cfg.merge_from_file(str(args.detectron2_src / "configs" / config))
+    model = detectron2_fpn_weights(**shape, seed=args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "model_final_random.pkl"
         write_model_zoo_pickle(weights, model)
@@ -98,9 +112,9 @@ def main() -> None:
 
     fixture = {
         "made_by": "tools/detectron2_fixtures.py",
-        "detectron2": {"commit": args.detectron2_commit, "version": detectron2.__version__, "config": CONFIG,
+        "detectron2": {"commit": args.detectron2_commit, "version": detectron2.__version__, "config": config,
                        "overrides": {"MODEL.DEVICE": "cpu"}, "predictor": "detectron2.engine.DefaultPredictor"},
-        "weights": {"made_by": "tests/detectron2_weights.py detectron2_fpn_weights", "depth": 50, "seed": SEED,
+        "weights": {"made_by": "tests/detectron2_weights.py detectron2_fpn_weights", **shape, "seed": args.seed,
                     "sha256": weights_digest(model)},
         "environment": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
         "images": images,
