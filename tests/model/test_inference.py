@@ -133,20 +133,25 @@ def test_winograd_convolution_is_close_to_the_direct_one():
 
 @pytest.mark.parametrize("aligned", [False, True])
 @pytest.mark.parametrize("output_size", [7, 14])
-def test_channels_last_roi_align_equals_torchvision(aligned, output_size):
+@pytest.mark.parametrize("sampling_ratio", [2, 0])  # 0: adaptive, ceil(box size / S) points per bin, per box
+def test_channels_last_roi_align_equals_torchvision(aligned, output_size, sampling_ratio):
     torch.manual_seed(0)
     features = torch.randn(2, 16, 25, 38)
     xy = torch.rand(60, 2) * torch.tensor([160.0, 110.0]) - 10  # some boxes partly outside the map
     wh = torch.rand(60, 2) * 80 + 0.1  # some smaller than one feature cell
+    wh[:4] = torch.tensor([[0.0, 5.0], [5.0, 0.0], [0.0, 0.0], [150.0, 3.0]])  # empty, and one very wide box
     rois = torch.cat([torch.randint(0, 2, (60, 1)).float(), xy, xy + wh], dim=1)
-    expected = roi_align(features, rois, (output_size, output_size), 0.25, 2, aligned)
+    expected = roi_align(features, rois, (output_size, output_size), 0.25, sampling_ratio, aligned)
     got = roi_align_channels_last(
         features.contiguous(memory_format=torch.channels_last), rois, output_size=output_size, spatial_scale=0.25,
-        sampling_ratio=2, aligned=aligned,
+        sampling_ratio=sampling_ratio, aligned=aligned,
     )
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-    assert roi_align_channels_last(features, rois[:0], output_size=7, spatial_scale=0.25, sampling_ratio=2,
-                                   aligned=aligned).shape == (0, 16, 7, 7)
+    if sampling_ratio == 0:  # the boxes really use several point grids, the wide one more points across than down
+        grids = {(int((h * 0.25 / output_size).ceil()), int((w * 0.25 / output_size).ceil())) for w, h in wh}
+        assert len(grids) >= 4 and any(gx > gy + 1 for gy, gx in grids)
+    assert roi_align_channels_last(features, rois[:0], output_size=7, spatial_scale=0.25,
+                                   sampling_ratio=sampling_ratio, aligned=aligned).shape == (0, 16, 7, 7)
 
 
 def test_score_threshold_only_drops_detections():

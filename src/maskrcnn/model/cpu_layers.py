@@ -140,12 +140,11 @@ class PointwiseConvToNCHW(InferenceOnly):
 class GatherRoIAlign(InferenceOnly):
     """RoIAlign of one level as a weighted gather over a channels-last map (``model/roi_align.py``), the same
     function as torchvision's kernel: 3.1x that kernel for 1000 box RoIs over P2-P5 counting the copy of the maps
-    to channels-last, then 6.1x for the mask head's 100 RoIs from the same copy (levers.py, docs/benchmarks.md)."""
+    to channels-last, then 6.1x for the mask head's 100 RoIs from the same copy (levers.py, docs/benchmarks.md).
+    With detectron2's adaptive sampling (sampling_ratio 0) it pools the boxes in groups of the same point grid."""
 
     def __init__(self, align: RoIAlign):
         super().__init__()
-        if align.sampling_ratio <= 0:
-            raise ValueError("the gather RoIAlign needs a fixed sampling_ratio > 0")
         self.plain = align  # traced, the graph pools with torchvision's op (ONNX RoiAlign)
 
     def layout(self, features: list[Tensor]) -> list[Tensor]:

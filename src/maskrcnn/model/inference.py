@@ -68,5 +68,4 @@ def _use_cpu_layers(model: MaskRCNN, readers: dict[str, str]) -> None:
     model.rpn.head.extra_convs = nn.ModuleList(WinogradConv2d(conv) for conv in model.rpn.head.extra_convs)
     heads.mask_head.to(memory_format=torch.channels_last)
     for pooler in (heads.box_pooler, heads.mask_pooler):
-        if pooler.sampling_ratio > 0:
-            pooler.align = GatherRoIAlign(pooler.align)
+        pooler.align = GatherRoIAlign(pooler.align)

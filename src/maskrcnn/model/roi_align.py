@@ -1,6 +1,8 @@
-"""RoIAlign on channels-last feature maps, as one weighted gather (``embedding_bag``) per call.
+"""RoIAlign on channels-last feature maps, as weighted gathers (``embedding_bag``): one per call, or per point grid
+when the number of sampling points adapts to each box.
 
-Shapes: N images, C channels, H x W feature map, R boxes, S output size, g = sampling ratio (points per bin axis).
+Shapes: N images, C channels, H x W feature map, R boxes, S output size, g = sampling ratio (points per bin axis;
+per box and axis when adaptive).
 
 Same definition as torchvision's ``roi_align`` (He et al. 2017; ``aligned`` as detectron2's ROIAlignV2): bin (i, j)
 of a box averages the bilinear interpolation of the feature map at g x g regularly spaced points inside it. A point
@@ -53,11 +55,11 @@ def roi_align_channels_last(
     features: Tensor, rois: Tensor, *, output_size: int, spatial_scale: float, sampling_ratio: int, aligned: bool
 ) -> Tensor:
     """features: Tensor[N, C, H, W] (channels-last is fastest); rois: Tensor[R, 5] (batch index, x1, y1, x2, y2) in
-    image pixels -> Tensor[R, C, S, S], a channels-last view. ``sampling_ratio`` must be positive."""
-    if sampling_ratio <= 0:
-        raise ValueError("roi_align_channels_last needs a fixed sampling_ratio > 0")
+    image pixels -> Tensor[R, C, S, S], a channels-last view. ``sampling_ratio`` <= 0 is torchvision's adaptive
+    rule (detectron2's): ceil(box height / S) x ceil(box width / S) points per bin, box by box; the boxes are then
+    pooled in groups of the same point grid."""
     num_images, channels, height, width = features.shape
-    size, g = output_size, sampling_ratio
+    size = output_size
     num_rois = rois.shape[0]
     if num_rois == 0:
         return features.new_zeros((0, channels, size, size))
@@ -69,25 +71,49 @@ def roi_align_channels_last(
     box_h = rois[:, 4] * spatial_scale - offset - y1
     if not aligned:  # the original RoIAlign makes every box at least 1 x 1
         box_w, box_h = box_w.clamp(min=1.0), box_h.clamp(min=1.0)
-    yl, yh, wyl, wyh = _axis_samples(y1, box_h / size, size=height, output_size=size, sampling_ratio=g)
-    xl, xh, wxl, wxh = _axis_samples(x1, box_w / size, size=width, output_size=size, sampling_ratio=g)
+    # (N, C, H, W) -> (N, H, W, C) -> (N*H*W, C): a view when the map is channels-last
+    table = features.permute(0, 2, 3, 1).reshape(num_images * height * width, channels)
+    boxes = (rois[:, 0].to(torch.int64), x1, y1, box_w, box_h)
+    if sampling_ratio > 0:
+        pooled = _pool(table, boxes, (height, width), size, sampling_ratio, sampling_ratio)
+    else:
+        # (R, 2): each box's points per bin along y and x, as torchvision computes them (ceil of the float ratio)
+        grids = torch.stack([(box_h / size).ceil(), (box_w / size).ceil()], dim=1).to(torch.int64)
+        pooled = features.new_zeros((num_rois, size, size, channels))  # a grid of 0 points pools 0
+        distinct, group = torch.unique(grids, dim=0, return_inverse=True)
+        for k, (g_y, g_x) in enumerate(distinct.tolist()):
+            if g_y > 0 and g_x > 0:
+                members = torch.nonzero(group == k).squeeze(1)
+                pooled[members] = _pool(table, [b[members] for b in boxes], (height, width), size, g_y, g_x)
+    # (R, S, S, C) -> (R, C, S, S), channels-last strides
+    return pooled.permute(0, 3, 1, 2)
 
-    # Row index into the (N*H*W, C) table of each (point y, point x, corner): (R, S*g, S*g, 4)
-    image_offset = rois[:, 0].to(torch.int64)[:, None, None] * (height * width)
+
+def _pool(
+    table: Tensor, boxes, map_size: tuple[int, int], size: int, g_y: int, g_x: int
+) -> Tensor:  # fmt: skip
+    """One weighted gather: boxes (batch index, x1, y1, w, h), each (R,), in map pixels, pooled from ``table``
+    (N*H*W, C) at g_y x g_x points per bin -> Tensor[R, S, S, C]."""
+    image, x1, y1, box_w, box_h = boxes
+    height, width = map_size
+    num_rois = image.shape[0]
+    yl, yh, wyl, wyh = _axis_samples(y1, box_h / size, size=height, output_size=size, sampling_ratio=g_y)
+    xl, xh, wxl, wxh = _axis_samples(x1, box_w / size, size=width, output_size=size, sampling_ratio=g_x)
+
+    # Row index into the (N*H*W, C) table of each (point y, point x, corner): (R, S*g_y, S*g_x, 4)
+    image_offset = image[:, None, None] * (height * width)
     rows_low, rows_high = (yl * width)[:, :, None], (yh * width)[:, :, None]
     index = torch.stack(
         [rows_low + xl[:, None, :], rows_low + xh[:, None, :], rows_high + xl[:, None, :], rows_high + xh[:, None, :]],
         dim=-1,
     ) + image_offset[..., None]
-    wy = torch.stack([wyl, wyl, wyh, wyh], dim=-1)[:, :, None, :]  # (R, S*g, 1, 4)
-    wx = torch.stack([wxl, wxh, wxl, wxh], dim=-1)[:, None, :, :]  # (R, 1, S*g, 4)
-    weight = wy * wx / (g * g)  # (R, S*g, S*g, 4), the bin average folded in
+    wy = torch.stack([wyl, wyl, wyh, wyh], dim=-1)[:, :, None, :]  # (R, S*g_y, 1, 4)
+    wx = torch.stack([wxl, wxh, wxl, wxh], dim=-1)[:, None, :, :]  # (R, 1, S*g_x, 4)
+    weight = wy * wx / (g_y * g_x)  # (R, S*g_y, S*g_x, 4), the bin average folded in
 
-    # (R, S, g, S, g, 4) -> (R, S, S, g, g, 4) -> (R*S*S, 4g^2): one bag of samples per output bin
-    index = index.view(num_rois, size, g, size, g, 4).permute(0, 1, 3, 2, 4, 5).reshape(num_rois * size * size, -1)
-    weight = weight.view(num_rois, size, g, size, g, 4).permute(0, 1, 3, 2, 4, 5).reshape(num_rois * size * size, -1)
-    # (N, C, H, W) -> (N, H, W, C) -> (N*H*W, C): a view when the map is channels-last
-    table = features.permute(0, 2, 3, 1).reshape(num_images * height * width, channels)
+    # (R, S, g_y, S, g_x, 4) -> (R, S, S, g_y, g_x, 4) -> (R*S*S, 4 g_y g_x): one bag of samples per output bin
+    bins = (num_rois, size, g_y, size, g_x, 4)
+    index = index.view(bins).permute(0, 1, 3, 2, 4, 5).reshape(num_rois * size * size, -1)
+    weight = weight.view(bins).permute(0, 1, 3, 2, 4, 5).reshape(num_rois * size * size, -1)
     pooled = F.embedding_bag(index, table, per_sample_weights=weight, mode="sum")  # (R*S*S, C)
-    # (R*S*S, C) -> (R, S, S, C) -> (R, C, S, S), channels-last strides
-    return pooled.view(num_rois, size, size, channels).permute(0, 3, 1, 2)
+    return pooled.view(num_rois, size, size, -1)
