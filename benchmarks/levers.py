@@ -4,12 +4,13 @@
     python benchmarks/levers.py --runs 3 --skip-compile --threads 1   # steadier on a busy machine
 
 Inputs have the shapes of one 800 x 1216 image (a 2048 x 1365 photo at the default size) in torchvision's R50-FPN
-with the parity test's randomised weights: the ResNet-50 on (1, 3, 800, 1216); 3x3 convolutions on P2
-(1, 256, 200, 304) and on 100 mask RoIs (100, 256, 14, 14); the RPN's predictors on P2-P6; RoIAlign of 1000
-proposals and of 100 detections over P2-P5; the mask head's transposed convolution and predictor on 100 RoIs;
-pasting 100 masks into a 2048 x 1365 image; the two resize rules on the photo; and, end to end, the model as built
-against ``prepare_for_inference``'s conversion. Each leaf ``prepare_for_inference`` swaps in (model/cpu_layers.py)
-is timed against the leaf it replaces; the alternatives it does not use are timed too, to show why.
+with the parity test's randomised weights: the ResNet-50 on (1, 3, 800, 1216); 3x3 convolutions on P2 (1, 256, 200,
+304) and on 100 mask RoIs (100, 256, 14, 14); the RPN's predictors on P2-P6; RoIAlign of 1000 proposals (sampling
+ratio 2, and detectron2's adaptive one) and of 100 detections over P2-P5; the mask head's transposed convolution and
+predictor on 100 RoIs; pasting 100 masks into a 2048 x 1365 image; the two resize rules on the photo; and, end to
+end, the model as built against ``prepare_for_inference``'s conversion. Each leaf ``prepare_for_inference`` swaps in
+(model/cpu_layers.py) is timed against the leaf it replaces; the alternatives it does not use are timed too, to show
+why.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def main() -> None:
     from maskrcnn.model.fold import fold_norms
     from maskrcnn.model.inference import prepare_for_inference
     from maskrcnn.model.mask_head import predict_class_maps
+    from maskrcnn.model.poolers import RoIAlign
     from maskrcnn.structures.masks import paste_masks
     from maskrcnn.structures.resize import resize_image, resized_shape
 
@@ -207,6 +209,21 @@ def main() -> None:
         args.runs,
     )
     assert isinstance(fast_heads.box_pooler.align, GatherRoIAlign)
+    # detectron2's RoIAlign: aligned, ceil(box side / 7) points per bin and axis, box by box
+    adaptive = copy.deepcopy(heads.box_pooler)
+    adaptive.align = RoIAlign(output_size=7, sampling_ratio=0, aligned=True)
+    adaptive_fast = copy.deepcopy(adaptive)
+    adaptive_fast.align = GatherRoIAlign(adaptive.align)
+    compare(
+        f"box RoIAlign, {len(proposals[0])} proposals over P2-P5, adaptive sampling (sampling ratio 0, aligned)",
+        {
+            "torchvision roi_align on NCHW maps": lambda: adaptive(features, proposals),
+            "gather in groups of one point grid, including the channels-last copy of the maps": lambda: adaptive_fast(
+                adaptive_fast.layout(features), proposals
+            ),
+        },
+        args.runs,
+    )
 
     # ---- the mask head after its convolutions: transposed conv and the class-only predictor
     mask_head = model.roi_heads.mask_head

@@ -10,7 +10,8 @@ Weights: tests/detectron2_weights.py's for the architecture (numpy seed 0, the o
 as a model-zoo ``.pkl``; detectron2 loads it through its checkpointer with the architecture's 3x config
 (MODEL.DEVICE=cpu), ours through ``maskrcnn.load``. Both return every detection (score > 0.05, top 100) with its
 full-image mask: detectron2's ``DefaultPredictor`` on the BGR image, ours ``Predictor.predict_arrays`` on the RGB
-one. Each round times both on every image, which goes first alternating; a model's figure for an image is the median
+one (the BGR copy made before the timing). torch's default threads (one per core). Each round times both on every
+image, which goes first alternating; a model's figure for an image is the median
 over rounds. Also printed: how many of detectron2's detections ours matches by the parity rule
 (tests/torchvision_oracle.py, as tests/zoo/test_detectron2_parity.py), and the largest difference between the two
 backbones' FPN maps on the second image (640x480 by default) resized to 800x1088, relative to the maps'
@@ -68,7 +69,6 @@ def main() -> None:
     import maskrcnn
     from maskrcnn.data.images import read_image
 
-    torch.set_num_threads(2)
     print(f"command: {common.command_line()}")
     print(f"machine: {common.machine()}")
     config, shape, _ = ARCHES[args.arch]
@@ -83,11 +83,13 @@ def main() -> None:
     print(f"architecture: {config} ({shape}), weights seed 0")
 
     arrays = [read_image(p if Path(p).is_absolute() else common.DATA / p) for p in args.images]
+    # each image as (RGB, BGR): DefaultPredictor takes BGR, converted here outside the timing
+    pairs = [(rgb, np.ascontiguousarray(rgb[:, :, ::-1])) for rgb in arrays]
     runners = {  # DefaultPredictor runs under no_grad itself; ours under inference_mode
-        "detectron2": lambda rgb: d2(np.ascontiguousarray(rgb[:, :, ::-1]))["instances"].to("cpu"),
-        "ours": lambda rgb: ours.predict_arrays([rgb], score_threshold=0.0)[0],
+        "detectron2": lambda pair: d2(pair[1])["instances"].to("cpu"),
+        "ours": lambda pair: ours.predict_arrays([pair[0]], score_threshold=0.0)[0],
     }
-    times, outputs = common.interleaved_times(runners, arrays, args.runs)
+    times, outputs = common.interleaved_times(runners, pairs, args.runs)
     print(f"machine after: {common.machine()}")
 
     matched = total = 0
@@ -108,12 +110,14 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     for path, image, theirs, mine in zip(args.images, arrays, times["detectron2"], times["ours"]):
         t, o = common.median(theirs), common.median(mine)
-        print(f"| {Path(path).name} ({image.shape[1]}x{image.shape[0]}) | {t * 1e3:.0f} | {o * 1e3:.0f} | {t / o:.2f}x |")
+        name = f"{Path(path).name} ({image.shape[1]}x{image.shape[0]})"
+        print(f"| {name} | {t * 1e3:.0f} | {o * 1e3:.0f} | {t / o:.2f}x |")
     total_d2 = sum(common.median(t) for t in times["detectron2"])
     total_ours = sum(common.median(t) for t in times["ours"])
     print(f"\nms/image: detectron2 {total_d2 / len(arrays) * 1e3:.0f}, ours {total_ours / len(arrays) * 1e3:.0f}; "
           f"speed-up of ours {total_d2 / total_ours:.2f}x")
-    print(f"parity: ours matches {matched}/{total} of detectron2's detections, worst mask IoU {min(mask_ious):.4f}")
+    worst = f"worst mask IoU {min(mask_ious):.4f}" if mask_ious else "no masks compared"
+    print(f"parity: ours matches {matched}/{total} of detectron2's detections, {worst}")
     fpn_image = arrays[1] if len(arrays) > 1 else arrays[0]
     print(f"FPN maps: largest difference {fpn_difference(d2.model, ours, fpn_image):.1e} of their scale")
 

@@ -75,7 +75,7 @@ def detectron2_fpn_weights(
             layers = ((width, in_ch, 1), (width, width // groups, 3), (out_ch, width, 1))
             for i, (c_out, c_in, k) in enumerate(layers, 1):
                 # a grouped 3x3 sees c_in = width / groups channels: scaled by that fan-in, not the dense fan-out,
-                # or every ResNeXt bottleneck would shrink its signal 4x-fold and the detections fade
+                # or every ResNeXt bottleneck would cut its variance 32-fold and the detections fade
                 grouped = groups > 1 and k == 3
                 conv(f"{prefix}.conv{i}", c_out, c_in, k, std=np.sqrt(2.0 / (c_in * k * k)) if grouped else None)
                 norm(f"{prefix}.conv{i}.norm", c_out)

@@ -14,17 +14,22 @@ from torchvision.ops import box_iou, roi_align
 
 from maskrcnn.config import preset
 from maskrcnn.model.build import build_model
-from maskrcnn.model.cpu_layers import WinogradConv2d, winograd_available
+from maskrcnn.model.cpu_layers import GatherRoIAlign, WinogradConv2d, winograd_available
 from maskrcnn.model.fold import FoldedNorm, fold_norms, norm_scale_shift
 from maskrcnn.model.inference import prepare_for_inference
 from maskrcnn.model.roi_align import roi_align_channels_last
 from maskrcnn.structures.masks import paste_masks
 
 
-def small_model(norm: str, *, seed: int = 0) -> torch.nn.Module:
-    """The small preset with the given norm, random weights, non-trivial norm statistics, confident classes."""
+def small_model(norm: str, *, seed: int = 0, **roi_heads) -> torch.nn.Module:
+    """The small preset with the given norm (and ``roi_heads`` config fields), random weights, non-trivial norm
+    statistics, confident classes."""
     config = preset("small").model
-    config = dataclasses.replace(config, backbone=dataclasses.replace(config.backbone, norm=norm))
+    config = dataclasses.replace(
+        config,
+        backbone=dataclasses.replace(config.backbone, norm=norm),
+        roi_heads=dataclasses.replace(config.roi_heads, **roi_heads),
+    )
     torch.manual_seed(seed)
     model = build_model(config)
     with torch.no_grad():
@@ -46,6 +51,21 @@ def test_prepared_model_gives_the_same_detections_and_masks(norm):
     prepared = prepare_for_inference(model)
     folded = [m for m in prepared.backbone.bottom_up.modules() if isinstance(m, FoldedNorm)]
     assert len(folded) == (0 if norm == "gn" else 20)  # ResNet-18: stem, 16 block convs, 3 shortcuts
+    assert_same_outputs(model, prepared)
+
+
+def test_poolers_with_adaptive_sampling_are_converted_too():
+    """detectron2's RoIAlign (aligned, ceil(box side / S) points per bin) runs as the channels-last gather."""
+    model = small_model("frozen_bn", sampling_ratio=0, aligned=True)
+    prepared = prepare_for_inference(model)
+    heads = prepared.roi_heads
+    assert isinstance(heads.box_pooler.align, GatherRoIAlign) and isinstance(heads.mask_pooler.align, GatherRoIAlign)
+    assert heads.box_pooler.sampling_ratio == 0
+    assert_same_outputs(model, prepared)
+
+
+def assert_same_outputs(model: torch.nn.Module, prepared: torch.nn.Module) -> None:
+    """The converted model's detections and masks on two random images are the model's."""
     images = [(torch.rand(3, h, w, generator=torch.Generator().manual_seed(h)) * 255).to(torch.uint8)
               for h, w in ((120, 160), (97, 211))]
     with torch.inference_mode():

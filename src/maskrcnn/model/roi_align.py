@@ -7,7 +7,8 @@ per box and axis when adaptive).
 Same definition as torchvision's ``roi_align`` (He et al. 2017; ``aligned`` as detectron2's ROIAlignV2): bin (i, j)
 of a box averages the bilinear interpolation of the feature map at g x g regularly spaced points inside it. A point
 more than one pixel outside the map contributes 0; otherwise it is clamped into the map. The average of a bin is a
-fixed linear combination of at most 4 g^2 feature vectors, so the pooled features are
+fixed linear combination of at most 4 g_y g_x feature vectors (g_y = g_x = g unless adaptive), so the pooled
+features are
 
     out[r, i, j, :] = sum_k  weight[r, i, j, k] * features[index[r, i, j, k], :]
 
@@ -56,8 +57,7 @@ def roi_align_channels_last(
 ) -> Tensor:
     """features: Tensor[N, C, H, W] (channels-last is fastest); rois: Tensor[R, 5] (batch index, x1, y1, x2, y2) in
     image pixels -> Tensor[R, C, S, S], a channels-last view. ``sampling_ratio`` <= 0 is torchvision's adaptive
-    rule (detectron2's): ceil(box height / S) x ceil(box width / S) points per bin, box by box; the boxes are then
-    pooled in groups of the same point grid."""
+    rule (detectron2's): ceil(box height / S) x ceil(box width / S) points per bin, box by box."""
     num_images, channels, height, width = features.shape
     size = output_size
     num_rois = rois.shape[0]
@@ -75,27 +75,38 @@ def roi_align_channels_last(
     table = features.permute(0, 2, 3, 1).reshape(num_images * height * width, channels)
     boxes = (rois[:, 0].to(torch.int64), x1, y1, box_w, box_h)
     if sampling_ratio > 0:
-        pooled = _pool(table, boxes, (height, width), size, sampling_ratio, sampling_ratio)
+        pooled = _pool(table, boxes, map_size=(height, width), output_size=size, grid=(sampling_ratio, sampling_ratio))
     else:
-        # (R, 2): each box's points per bin along y and x, as torchvision computes them (ceil of the float ratio)
-        grids = torch.stack([(box_h / size).ceil(), (box_w / size).ceil()], dim=1).to(torch.int64)
-        pooled = features.new_zeros((num_rois, size, size, channels))  # a grid of 0 points pools 0
-        distinct, group = torch.unique(grids, dim=0, return_inverse=True)
-        for k, (g_y, g_x) in enumerate(distinct.tolist()):
-            if g_y > 0 and g_x > 0:
-                members = torch.nonzero(group == k).squeeze(1)
-                pooled[members] = _pool(table, [b[members] for b in boxes], (height, width), size, g_y, g_x)
+        pooled = _pool_adaptive(table, boxes, map_size=(height, width), output_size=size)
     # (R, S, S, C) -> (R, C, S, S), channels-last strides
     return pooled.permute(0, 3, 1, 2)
 
 
+def _pool_adaptive(table: Tensor, boxes: tuple[Tensor, ...], *, map_size: tuple[int, int], output_size: int) -> Tensor:
+    """``_pool`` with each box's own point grid, ceil(h / S) x ceil(w / S) as torchvision computes it (a grid of
+    0 points pools 0): the boxes are pooled in groups that share a grid -> Tensor[R, S, S, C]."""
+    box_w, box_h = boxes[3], boxes[4]
+    grids = torch.stack([(box_h / output_size).ceil(), (box_w / output_size).ceil()], dim=1).to(torch.int64)  # (R, 2)
+    distinct, group = torch.unique(grids, dim=0, return_inverse=True)  # (G, 2), (R,)
+    pooled = table.new_empty((len(group), output_size, output_size, table.shape[1]))
+    for k, (g_y, g_x) in enumerate(distinct.tolist()):
+        members = torch.nonzero(group == k).squeeze(1)  # (R_k,)
+        if g_y > 0 and g_x > 0:
+            members_boxes = tuple(b[members] for b in boxes)
+            pooled[members] = _pool(table, members_boxes, map_size=map_size, output_size=output_size, grid=(g_y, g_x))
+        else:
+            pooled[members] = 0
+    return pooled
+
+
 def _pool(
-    table: Tensor, boxes, map_size: tuple[int, int], size: int, g_y: int, g_x: int
-) -> Tensor:  # fmt: skip
-    """One weighted gather: boxes (batch index, x1, y1, w, h), each (R,), in map pixels, pooled from ``table``
-    (N*H*W, C) at g_y x g_x points per bin -> Tensor[R, S, S, C]."""
+    table: Tensor, boxes: tuple[Tensor, ...], *, map_size: tuple[int, int], output_size: int, grid: tuple[int, int]
+) -> Tensor:
+    """One weighted gather: boxes (batch index, x1, y1, w, h), each Tensor[R], in map pixels, pooled from ``table``
+    (N*H*W, C) at grid = (g_y, g_x) points per bin -> Tensor[R, S, S, C]."""
     image, x1, y1, box_w, box_h = boxes
     height, width = map_size
+    size, (g_y, g_x) = output_size, grid
     num_rois = image.shape[0]
     yl, yh, wyl, wyh = _axis_samples(y1, box_h / size, size=height, output_size=size, sampling_ratio=g_y)
     xl, xh, wxl, wxh = _axis_samples(x1, box_w / size, size=width, output_size=size, sampling_ratio=g_x)
