@@ -118,8 +118,9 @@ def main() -> None:
     print("| image | GMAC (torchvision) | GMAC ours needs | torchvision ms | ours ms | measured ratio | "
           f"torchvision % of peak | ours % of peak | time at peak ms | best ratio | needed for {goal:g}x |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for path, image, count, tv, ours in zip(args.images, arrays, macs, times["torchvision"], times["ours"]):
-        tv_s, ours_s = common.median(tv), common.median(ours)
+    for i, (path, image, count) in enumerate(zip(args.images, arrays, macs)):
+        tv_s = common.median([r[i] for r in times["torchvision"]])
+        ours_s = common.median([r[i] for r in times["ours"]])
         # ours computes one class map per detection where torchvision computes them all (91 classes)
         needed = count["total"] - count["mask logits"] * (1 - 1 / 91)
         at_peak = needed / peak

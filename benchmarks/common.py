@@ -98,25 +98,32 @@ def torchvision_model(state_dict, *, norm: str = "frozen", arch: str = "v1"):
     return model.eval()
 
 
-def interleaved_times(runners: dict, inputs: list, runs: int) -> tuple[dict, dict]:
+def interleaved_times(runners: dict, inputs: list, runs: int, *, keep_outputs: bool = False) -> tuple[dict, dict]:
     """Time every runner (name -> callable(input)) on every input, one warm-up round then ``runs`` timed rounds, the
-    order of the runners reversing from round to round. Returns (name -> per input -> seconds of each timed round,
-    (name, input index) -> the last round's output)."""
+    order of the runners rotating from round to round, and print each round's totals with the load average.
+    Returns (name -> one list per timed round of each input's seconds, {(name, input index): the last round's
+    output} when ``keep_outputs``, else {})."""
     import time
 
-    times = {name: [[] for _ in inputs] for name in runners}
+    times = {name: [] for name in runners}
     outputs = {}
     order = list(runners)
     for round_index in range(runs + 1):
+        per_input = {name: [] for name in runners}
         for i, item in enumerate(inputs):
             for name in order:
                 start = time.perf_counter()
-                outputs[name, i] = runners[name](item)
-                if round_index:
-                    times[name][i].append(time.perf_counter() - start)
-        order.reverse()
-        if round_index:
-            print(f"round {round_index} done (load {load()})", flush=True)
+                output = runners[name](item)
+                per_input[name].append(time.perf_counter() - start)
+                if keep_outputs:
+                    outputs[name, i] = output
+        order = order[1:] + order[:1]
+        if round_index == 0:
+            continue  # warm-up
+        for name in runners:
+            times[name].append(per_input[name])
+        print(f"round {round_index}: " + "  ".join(f"{n} {sum(t):.2f} s" for n, t in per_input.items())
+              + f"  (load {load()})", flush=True)
     return times, outputs
 
 

@@ -56,22 +56,7 @@ def main() -> None:
             onnx_predictor = ort_predictor(report["path"], level)
             print(f"onnxruntime session ({level}): {time.perf_counter() - start:.1f} s to load")
             runners[ORT_NAMES[level]] = lambda image, p=onnx_predictor: p.predict_arrays([image], score_threshold=0.0)[0]
-        times = {name: [] for name in runners}
-        order = list(runners)
-        last = {}
-        for round_index in range(args.runs + 1):
-            per_image = {name: [] for name in runners}
-            for i, image in enumerate(arrays):
-                for name in order:
-                    start = time.perf_counter()
-                    last[name, i] = runners[name](image)
-                    per_image[name].append(time.perf_counter() - start)
-            order = order[1:] + order[:1]
-            if round_index > 0:
-                for name in runners:
-                    times[name].append(per_image[name])
-                print(f"round {round_index}: " + "  ".join(f"{n} {sum(t):.2f} s" for n, t in per_image.items())
-                      + f"  (load {common.load()})", flush=True)
+        times, last = common.interleaved_times(runners, arrays, args.runs, keep_outputs=True)
 
     ours_name = "pytorch (ours)"
     print(f"machine after: {common.machine()}")

@@ -25,7 +25,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -118,22 +117,7 @@ def main() -> None:
         arrays = read_images(args.images)
         print("images: " + ", ".join(f"{p} ({a.shape[1]}x{a.shape[0]})" for p, a in zip(args.images, arrays)))
 
-        times = {name: [] for name in runners}  # name -> per round, per image seconds
-        order = list(runners)
-        for round_index in range(args.runs + 1):
-            per_image = {name: [] for name in runners}
-            for image in arrays:
-                for name in order:
-                    start = time.perf_counter()
-                    runners[name](image)
-                    per_image[name].append(time.perf_counter() - start)
-            order = order[1:] + order[:1]
-            if round_index == 0:
-                continue  # warm-up
-            for name in runners:
-                times[name].append(per_image[name])
-            print(f"round {round_index}: " + "  ".join(f"{n} {sum(t):.2f} s" for n, t in per_image.items())
-                  + f"  (load {common.load()})", flush=True)
+        times, _ = common.interleaved_times(runners, arrays, args.runs)  # name -> per round, per image seconds
 
         del runners
         memory = {}

@@ -89,7 +89,7 @@ def main() -> None:
         "detectron2": lambda pair: d2(pair[1])["instances"].to("cpu"),
         "ours": lambda pair: ours.predict_arrays([pair[0]], score_threshold=0.0)[0],
     }
-    times, outputs = common.interleaved_times(runners, pairs, args.runs)
+    times, outputs = common.interleaved_times(runners, pairs, args.runs, keep_outputs=True)
     print(f"machine after: {common.machine()}")
 
     matched = total = 0
@@ -108,12 +108,13 @@ def main() -> None:
     print()
     print("| image | detectron2 ms | ours ms | ratio |")
     print("|---|---:|---:|---:|")
-    for path, image, theirs, mine in zip(args.images, arrays, times["detectron2"], times["ours"]):
-        t, o = common.median(theirs), common.median(mine)
+    # name -> each image's median seconds over the rounds
+    medians = {name: [common.median([r[i] for r in rounds]) for i in range(len(arrays))]
+               for name, rounds in times.items()}  # fmt: skip
+    for path, image, t, o in zip(args.images, arrays, medians["detectron2"], medians["ours"]):
         name = f"{Path(path).name} ({image.shape[1]}x{image.shape[0]})"
         print(f"| {name} | {t * 1e3:.0f} | {o * 1e3:.0f} | {t / o:.2f}x |")
-    total_d2 = sum(common.median(t) for t in times["detectron2"])
-    total_ours = sum(common.median(t) for t in times["ours"])
+    total_d2, total_ours = sum(medians["detectron2"]), sum(medians["ours"])
     print(f"\nms/image: detectron2 {total_d2 / len(arrays) * 1e3:.0f}, ours {total_ours / len(arrays) * 1e3:.0f}; "
           f"speed-up of ours {total_d2 / total_ours:.2f}x")
     worst = f"worst mask IoU {min(mask_ious):.4f}" if mask_ious else "no masks compared"
